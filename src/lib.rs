@@ -1,0 +1,38 @@
+//! tcpmax finds, explains and proves how many concurrent TCP connections a
+//! Linux machine can hold.
+//!
+//! A connection is its four-tuple (local IP, local port, remote IP, remote
+//! port), so the 65,535 ports are not a connection limit. What stops a
+//! machine is file descriptors, kernel memory, port ranges per (source,
+//! destination) pair and kernel queues. tcpmax reads those limits
+//! (`doctor`), does the four-tuple arithmetic (`calc`) and holds the
+//! connections for real (`serve`, `load`, `bench`), spreading sockets over
+//! many fd tables so that a per-process `RLIMIT_NOFILE` caps one shard, not
+//! the machine.
+//!
+//! # Layout
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`cli`] | clap definitions of the subcommands and dispatch |
+//! | [`error`] | typed library errors and their exit codes |
+//! | [`units`] | `10k`, `1M`, `30s`, `64KiB`, `85%` parsers and number formatting |
+//! | [`output`] | JSON reports to a file or stdout, terminal checks |
+//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests) |
+//! | [`doctor`] | this machine's limits and the predicted ceiling per role |
+//! | [`calc`] | pure four-tuple arithmetic for a topology |
+//! | [`serve`] | the server that holds connections, on the engine |
+//! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
+
+pub mod calc;
+pub mod cli;
+pub mod doctor;
+pub mod error;
+pub mod output;
+pub mod procfs;
+pub mod serve;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod units;
+
+pub use error::{Error, Result};

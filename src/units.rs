@@ -1,0 +1,285 @@
+//! Parsing of human numbers: counts (`10k`, `1M`), durations (`30s`, `2m`),
+//! byte sizes (`64KiB`, `2GiB`) and memory limits (`85%` or a byte size).
+//!
+//! These are clap value parsers: every function returns a message that names
+//! the bad input and an example of a good one.
+
+use std::time::Duration;
+
+/// Parses a count with an optional SI suffix: `20000`, `10k`, `1M`, `2m`
+/// (`m` is "million" for a count), `1.5M`, `1_000_000`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (num, mult) = split_suffix(
+        &t,
+        &[
+            ("k", 1e3),
+            ("K", 1e3),
+            ("m", 1e6),
+            ("M", 1e6),
+            ("g", 1e9),
+            ("G", 1e9),
+        ],
+    )
+    .ok_or_else(|| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
+    to_u64(v * mult, s)
+}
+
+/// Parses a duration: `30s`, `2m`, `1h`, `500ms`, `1.5s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let err = || format!("`{s}` is not a duration (examples: 500ms, 30s, 2m, 1h)");
+    let (num, mult) =
+        split_suffix(t, &[("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]).ok_or_else(err)?;
+    let v: f64 = num.parse().map_err(|_| err())?;
+    let secs = v * mult;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte size: `4096`, `64KiB`, `2GiB`, `1.5GB`, `512k`.
+/// Binary suffixes (`KiB`) are powers of 1024, decimal ones (`KB`) of 1000,
+/// and a bare `k`/`M`/`G` is taken as binary, as `ulimit` and `free` do.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let err = || format!("`{s}` is not a byte size (examples: 4096, 64KiB, 2GiB)");
+    const KI: f64 = 1024.0;
+    let table = [
+        ("KiB", KI),
+        ("MiB", KI * KI),
+        ("GiB", KI * KI * KI),
+        ("TiB", KI * KI * KI * KI),
+        ("KB", 1e3),
+        ("kB", 1e3),
+        ("MB", 1e6),
+        ("GB", 1e9),
+        ("TB", 1e12),
+        ("k", KI),
+        ("K", KI),
+        ("M", KI * KI),
+        ("G", KI * KI * KI),
+        ("T", KI * KI * KI * KI),
+        ("B", 1.0),
+    ];
+    let (num, mult) = split_suffix(t, &table).ok_or_else(err)?;
+    let v: f64 = num.parse().map_err(|_| err())?;
+    to_u64(v * mult, s)
+}
+
+/// A memory limit: a share of the machine's total memory or an absolute size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryLimit {
+    /// Percent of MemTotal, in (0, 100].
+    Percent(f64),
+    /// Bytes of memory in use on the machine.
+    Bytes(u64),
+}
+
+impl MemoryLimit {
+    /// The limit in bytes for a machine with `total` bytes of memory.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            MemoryLimit::Percent(p) => (total as f64 * p / 100.0) as u64,
+            MemoryLimit::Bytes(b) => b,
+        }
+    }
+}
+
+/// Parses `85%` or a byte size (`20GiB`).
+pub fn parse_memory_limit(s: &str) -> Result<MemoryLimit, String> {
+    let t = s.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let v: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a percentage (example: 85%)"))?;
+        if !(v > 0.0 && v <= 100.0) {
+            return Err(format!("`{s}`: a percentage of memory must be in (0, 100]"));
+        }
+        return Ok(MemoryLimit::Percent(v));
+    }
+    parse_bytes(t).map(MemoryLimit::Bytes)
+}
+
+/// A rate or count that may be given as a share of something: `1%` or `10k`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CountOrPercent {
+    /// An absolute number.
+    Count(u64),
+    /// Percent of a base the caller knows (e.g. the connections held).
+    Percent(f64),
+}
+
+impl CountOrPercent {
+    /// The absolute value against `base`.
+    pub fn of(self, base: u64) -> u64 {
+        match self {
+            CountOrPercent::Count(c) => c,
+            CountOrPercent::Percent(p) => (base as f64 * p / 100.0).round() as u64,
+        }
+    }
+}
+
+/// Parses `1%` or a count (`10k`).
+pub fn parse_count_or_percent(s: &str) -> Result<CountOrPercent, String> {
+    let t = s.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let v: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a percentage (example: 1%)"))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(format!("`{s}`: a percentage must be in [0, 100]"));
+        }
+        return Ok(CountOrPercent::Percent(v));
+    }
+    parse_count(t).map(CountOrPercent::Count)
+}
+
+/// Formats an integer with thousands separators: `28232` -> `28,232`.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats a byte count in binary units: `4200` -> `4.1 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Splits a trailing unit from its number; the longest matching suffix wins.
+/// No suffix means a multiplier of 1.
+fn split_suffix<'a>(s: &'a str, table: &[(&str, f64)]) -> Option<(&'a str, f64)> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut best: Option<(&str, f64)> = None;
+    for &(suf, mult) in table {
+        if let Some(num) = s.strip_suffix(suf) {
+            if best.is_none_or(|(b, _)| num.len() < b.len()) {
+                best = Some((num, mult));
+            }
+        }
+    }
+    let (num, mult) = best.unwrap_or((s, 1.0));
+    let num = num.trim();
+    if num.is_empty() {
+        None
+    } else {
+        Some((num, mult))
+    }
+}
+
+fn to_u64(v: f64, original: &str) -> Result<u64, String> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{original}` must be a non-negative number"));
+    }
+    if v > u64::MAX as f64 {
+        return Err(format!("`{original}` is too large"));
+    }
+    if v.fract() != 0.0 {
+        return Err(format!("`{original}` is not a whole number"));
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("20000"), Ok(20_000));
+        assert_eq!(parse_count("10k"), Ok(10_000));
+        assert_eq!(parse_count("1M"), Ok(1_000_000));
+        assert_eq!(parse_count("2m"), Ok(2_000_000));
+        assert_eq!(parse_count("1.5M"), Ok(1_500_000));
+        assert_eq!(parse_count("1_000"), Ok(1_000));
+        assert!(parse_count("").is_err());
+        assert!(parse_count("k").is_err());
+        assert!(parse_count("-1").is_err());
+        assert!(parse_count("1.5").is_err());
+        assert!(parse_count("ten").is_err());
+        assert!(parse_count("1e400").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("NaNs").is_err());
+    }
+
+    #[test]
+    fn bytes() {
+        assert_eq!(parse_bytes("64KiB"), Ok(65_536));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("512k"), Ok(512 * 1024));
+        assert!(parse_bytes("12XB").is_err());
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert_eq!(parse_memory_limit("85%"), Ok(MemoryLimit::Percent(85.0)));
+        assert_eq!(
+            parse_memory_limit("20GiB"),
+            Ok(MemoryLimit::Bytes(20 << 30))
+        );
+        assert!(parse_memory_limit("0%").is_err());
+        assert!(parse_memory_limit("101%").is_err());
+        assert_eq!(MemoryLimit::Percent(50.0).bytes_of(1000), 500);
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(
+            parse_count_or_percent("1%"),
+            Ok(CountOrPercent::Percent(1.0))
+        );
+        assert_eq!(
+            parse_count_or_percent("10k"),
+            Ok(CountOrPercent::Count(10_000))
+        );
+        assert_eq!(CountOrPercent::Percent(1.0).of(100_000), 1000);
+    }
+
+    #[test]
+    fn grouping() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(28232), "28,232");
+        assert_eq!(group(2_500_000), "2,500,000");
+        assert_eq!(human_bytes(4200), "4.1 KiB");
+        assert_eq!(human_bytes(12), "12 B");
+    }
+}
