@@ -21,12 +21,14 @@
 //! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests) |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
+//! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
 //! | [`serve`] | the server that holds connections, on the engine |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod calc;
 pub mod cli;
 pub mod doctor;
+pub mod engine;
 pub mod error;
 pub mod output;
 pub mod procfs;

@@ -1,12 +1,267 @@
-//! `tcpmax serve` (placeholder until it lands).
+//! `tcpmax serve`: a server that holds a huge number of connections.
+//!
+//! Every shard listens on every address with SO_REUSEPORT, so the kernel
+//! spreads new connections over the shards' accept queues. `silent` reads and
+//! discards; `echo` writes back with backpressure. Admission control refuses
+//! new connections (with RST) above `--max-conns` or above the memory
+//! watermark, and admits again below the low mark.
 
+pub mod metrics;
+pub mod server;
+pub mod shard;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::engine::sizing;
+use crate::engine::stats::ShardStats;
+use crate::output;
+use crate::procfs::ProcFs;
+use crate::sys::process::{self, SIGINT, SIGTERM};
+use crate::units::{self, MemoryLimit, group};
+pub use server::{Server, ServerConfig};
+
+/// Kernel bytes per idle TCP socket assumed when sizing shards without a
+/// target (the doctor measures the real figure from slabinfo).
+pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
+
+/// What the server does with bytes it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Read and discard.
+    Silent,
+    /// Write back what was read, with backpressure.
+    Echo,
+}
 
 /// Arguments of `tcpmax serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Addresses to listen on, comma-separated (port 0 picks one free port).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000")]
+    pub listen: Vec<SocketAddr>,
+    /// silent: read and discard; echo: write back, with backpressure.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    pub mode: Mode,
+    /// Also echo UDP datagrams on the same port numbers.
+    #[arg(long)]
+    pub udp: bool,
+    /// Refuse connections above this many (e.g. 500k); also sizes the shards.
+    #[arg(long, value_parser = units::parse_count)]
+    pub max_conns: Option<u64>,
+    /// Refuse new connections while machine memory in use is above this
+    /// (85% of MemTotal, or a size like 20GiB); admit again 5% below.
+    #[arg(long, value_parser = units::parse_memory_limit)]
+    pub max_memory: Option<MemoryLimit>,
+    /// Serve Prometheus metrics over HTTP on this address.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Number of shards (default: derived from --max-conns, or from free
+    /// memory, and the fd limit).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_parser = units::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print the status line every second even when stderr is not a terminal.
+    #[arg(long)]
+    pub status: bool,
+    /// Write the final summary as JSON to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
 
-/// Runs `tcpmax serve`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("serve is not implemented yet")
+/// The final summary of a serve run.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Addresses served.
+    pub listen: Vec<SocketAddr>,
+    /// Mode.
+    pub mode: Mode,
+    /// Shards used.
+    pub shards: usize,
+    /// Descriptors one shard may hold.
+    pub per_shard: u64,
+    /// Seconds served.
+    pub seconds: f64,
+    /// Most connections open at once (as sampled each second).
+    pub peak_open: u64,
+    /// Counters at the end.
+    pub totals: ShardStats,
+}
+
+/// Decides the shard layout for `args` on this machine.
+pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
+    let nofile = process::raise_nofile().context("reading RLIMIT_NOFILE")?;
+    let target = match args.max_conns {
+        Some(n) => n,
+        None => {
+            let mem = ProcFs::default()
+                .meminfo()
+                .context("reading /proc/meminfo to size the shards")?;
+            mem.really_free() / DEFAULT_KERNEL_BYTES_PER_SOCKET
+        }
+    };
+    let mut plan = sizing::plan(target, nofile.soft, sizing::cores());
+    if let Some(n) = args.shards {
+        anyhow::ensure!(
+            n > 0,
+            crate::Error::Input("--shards must be at least 1".into())
+        );
+        plan.shards = n;
+    }
+    Ok(plan)
+}
+
+/// Runs `tcpmax serve` until SIGINT/SIGTERM or `--duration`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Blocked before any thread starts, so every shard inherits the mask and
+    // only the supervisor ever takes these signals.
+    process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
+    let plan = shard_plan(&args)?;
+    let backlog = ProcFs::default()
+        .sysctl_u64("net.core.somaxconn")
+        .unwrap_or(4096)
+        .min(i32::MAX as u64) as i32;
+    let max_memory = match args.max_memory {
+        Some(limit) => Some(
+            limit.bytes_of(
+                ProcFs::default()
+                    .meminfo()
+                    .context("reading /proc/meminfo")?
+                    .total,
+            ),
+        ),
+        None => None,
+    };
+    let config = ServerConfig {
+        listen: args.listen.clone(),
+        mode: args.mode,
+        udp: args.udp,
+        max_conns: args.max_conns,
+        max_memory,
+        shards: plan.shards,
+        backlog,
+    };
+    let mut server = Server::start(&config)?;
+    let metrics = args
+        .metrics
+        .map(metrics::MetricsServer::start)
+        .transpose()?;
+    announce(&server, plan, metrics.as_ref().map(|m| m.addr()))?;
+
+    let live = args.status || output::stderr_is_tty();
+    let tty = output::stderr_is_tty();
+    let started = Instant::now();
+    let mut peak = 0;
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        let sig = process::wait_signal(&[SIGINT, SIGTERM], Duration::from_secs(1))
+            .context("waiting for signals")?;
+        let t = server.poll();
+        peak = peak.max(t.open);
+        if let Some(m) = &metrics {
+            m.update(metrics::render(&t, server.shards(), server.memory_ok()));
+        }
+        if live {
+            let now = Instant::now();
+            let rate =
+                (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+            last = (now, t.opened);
+            status_line(&t, rate, started.elapsed(), tty);
+        }
+        if sig.is_some() || args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+    }
+    if tty && live {
+        eprintln!();
+    }
+    let per_shard = plan.per_shard;
+    let shards = server.shards();
+    let listen = server.local_addrs().to_vec();
+    let totals = server.shutdown();
+    let summary = Summary {
+        listen,
+        mode: args.mode,
+        shards,
+        per_shard,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_open: peak.max(totals.opened.saturating_sub(totals.closed)),
+        totals,
+    };
+    if !output::is_stdout(args.json.as_deref()) {
+        print_summary(&summary);
+    }
+    if let Some(path) = &args.json {
+        output::write_json(path, &summary)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn announce(
+    server: &Server,
+    plan: sizing::ShardPlan,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for a in server.local_addrs() {
+        let proto = if server.udp() { "tcp+udp" } else { "tcp" };
+        writeln!(out, "listening {a} {proto}")?;
+    }
+    writeln!(
+        out,
+        "shards {} (each its own fd table, up to {} sockets each)",
+        server.shards(),
+        group(plan.per_shard)
+    )?;
+    if let Some(m) = metrics {
+        writeln!(out, "metrics http://{m}/metrics")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool) {
+    let line = format!(
+        "[{:>5}s] conns {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | errors: {}",
+        up.as_secs(),
+        group(t.open),
+        group(rate as u64),
+        group(t.closed),
+        group(t.refused_max_conns),
+        group(t.refused_memory),
+        t.errors.summary()
+    );
+    if tty {
+        eprint!("\r\x1b[K{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let t = &s.totals;
+    println!("served {:.1}s on {} shards", s.seconds, s.shards);
+    println!("  peak connections    {}", group(s.peak_open));
+    println!("  accepted            {}", group(t.opened));
+    println!("  closed              {}", group(t.closed));
+    println!("  refused (max-conns) {}", group(t.refused_max_conns));
+    println!("  refused (memory)    {}", group(t.refused_memory));
+    println!(
+        "  bytes in / out      {} / {}",
+        group(t.bytes_in),
+        group(t.bytes_out)
+    );
+    if t.udp_datagrams > 0 {
+        println!("  udp datagrams       {}", group(t.udp_datagrams));
+    }
+    println!("  errors              {}", t.errors.summary());
 }

@@ -1,0 +1,60 @@
+//! How many shards: derived from the target and the fd limit, never fixed.
+
+/// Descriptors kept free in every shard for its own epoll instance, doorbell,
+/// listeners and stdio.
+pub const HEADROOM_FDS: u64 = 64;
+
+/// The shard layout for a target number of sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShardPlan {
+    /// Number of shards.
+    pub shards: usize,
+    /// Sockets one shard may hold (its fd limit minus headroom).
+    pub per_shard: u64,
+}
+
+/// Shards needed to hold `sockets` sockets when one fd table allows
+/// `nofile` descriptors: enough tables to fit them with headroom, and at least
+/// one per core so every core runs an event loop.
+pub fn plan(sockets: u64, nofile: u64, cores: usize) -> ShardPlan {
+    let per_shard = nofile.saturating_sub(HEADROOM_FDS).max(1);
+    let needed = sockets.div_ceil(per_shard);
+    let shards = (needed.min(usize::MAX as u64) as usize).max(cores.max(1));
+    ShardPlan { shards, per_shard }
+}
+
+/// The number of cores this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_from_target_and_limit() {
+        // 20,000 fds per table: 19,936 usable.
+        assert_eq!(
+            plan(50_000, 20_000, 2),
+            ShardPlan {
+                shards: 3,
+                per_shard: 19_936
+            }
+        );
+        assert_eq!(plan(500_000, 20_000, 2).shards, 26);
+        // A tuned machine: one per core.
+        assert_eq!(plan(500_000, 1_048_576, 2).shards, 2);
+        assert_eq!(plan(0, 20_000, 2).shards, 2);
+        // A silly limit never divides by zero.
+        assert_eq!(
+            plan(10, 3, 1),
+            ShardPlan {
+                shards: 10,
+                per_shard: 1
+            }
+        );
+    }
+}

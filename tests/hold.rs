@@ -1,0 +1,109 @@
+//! Holding connections past one fd table: the server and the client engine,
+//! in process, on real loopback sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tcpmax::engine::client::{Client, ClientConfig, CloseMode};
+use tcpmax::engine::sizing;
+use tcpmax::serve::{Mode, Server, ServerConfig};
+use tcpmax::sys::process;
+
+fn server(shards: usize, mode: Mode) -> Server {
+    Server::start(&ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        mode,
+        udp: false,
+        max_conns: None,
+        max_memory: None,
+        shards,
+        backlog: 4096,
+    })
+    .expect("server starts")
+}
+
+/// Polls the server's counters (each poll waits for a shard report: an
+/// event, not a sleep) until `pred` holds or `limit` passes.
+fn server_until(s: &mut Server, limit: Duration, pred: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let open = s.poll_wait(Duration::from_millis(300)).open;
+        if pred(open) || Instant::now() >= deadline {
+            return open;
+        }
+    }
+}
+
+fn sources(n: u8) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i)))
+        .collect()
+}
+
+fn hold(count: u64, ping_rate: f64) {
+    let nofile = process::raise_nofile().unwrap();
+    let plan = sizing::plan(count, nofile.soft, sizing::cores());
+    assert!(
+        count > nofile.soft || plan.shards == sizing::cores(),
+        "the test must need more than one fd table to mean anything"
+    );
+    let mut srv = server(plan.shards, Mode::Echo);
+    let target: SocketAddr = srv.local_addrs()[0];
+    let config = ClientConfig {
+        targets: vec![target],
+        // 8 source IPs: ~6,250 connections per (source, destination) pair,
+        // well under half of the default 28,232-port range.
+        sources: sources(8),
+        count,
+        shards: plan.shards,
+        in_flight: 512,
+        rate: None,
+        connect_timeout: Duration::from_secs(10),
+        ping_rate,
+        close: CloseMode::Rst,
+    };
+    let mut client = Client::start(&config).expect("client starts");
+    let t = client.wait_settled(Duration::from_secs(120));
+    assert_eq!(t.failed, 0, "connect failures: {}", t.errors.summary());
+    assert_eq!(t.opened, count);
+    assert_eq!(t.open, count);
+    let open = server_until(&mut srv, Duration::from_secs(30), |o| o == count);
+    assert_eq!(open, count, "every connection is counted by the server");
+    if ping_rate > 0.0 {
+        // Hold until some pings came back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.poll_wait(Duration::from_millis(300)).pongs < 100 && Instant::now() < deadline
+        {
+        }
+    }
+    let (t, hists) = client.stop();
+    assert_eq!(t.open, 0);
+    assert_eq!(t.closed, count);
+    assert_eq!(hists.connect_us.len(), count);
+    if ping_rate > 0.0 {
+        assert!(t.pongs >= 100, "pongs {}", t.pongs);
+        assert!(hists.rtt_us.len() >= 100);
+        assert!(hists.rtt_us.value_at_quantile(0.5) > 0);
+    }
+    assert_eq!(
+        server_until(&mut srv, Duration::from_secs(30), |o| o == 0),
+        0,
+        "server sees every close"
+    );
+    let fin = srv.shutdown();
+    assert_eq!(fin.opened, count);
+    assert_eq!(fin.closed, count);
+}
+
+#[test]
+fn holds_a_few_connections_with_pings() {
+    hold(500, 1000.0);
+}
+
+/// 50,000 connections: 100,000 sockets on loopback, far more than one fd
+/// table of 20,000 allows, on each side.
+#[test]
+fn holds_50k_connections_past_one_fd_table() {
+    hold(50_000, 10_000.0);
+}
