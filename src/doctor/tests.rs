@@ -352,3 +352,25 @@ fn table_marks_binding_rows() {
     assert!(line.contains("*999,000"), "{line}");
     assert!(text.contains("bound by net.ipv4.ip_local_port_range"));
 }
+
+#[test]
+fn reserved_ports_inside_range() {
+    assert_eq!(usable_ports(10_000, 10_999, &[]), 1000);
+    assert_eq!(usable_ports(10_000, 10_999, &[(10_000, 10_000)]), 999);
+    assert_eq!(
+        usable_ports(10_000, 10_999, &[(8080, 8080), (10_500, 10_501)]),
+        998
+    );
+    // Overlapping and straddling entries count once.
+    assert_eq!(
+        usable_ports(10_000, 10_999, &[(9_990, 10_009), (10_005, 10_019)]),
+        980
+    );
+    assert_eq!(usable_ports(32_768, 60_999, &[]), 28_232);
+}
+
+#[test]
+fn margins() {
+    assert_eq!(margin(16 << 30), (16u64 << 30) / 10);
+    assert_eq!(margin(1 << 30), 256 << 20);
+}
