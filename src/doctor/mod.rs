@@ -1,12 +1,258 @@
-//! `tcpmax doctor` (placeholder until it lands).
+//! `tcpmax doctor`: reads this machine's limits and predicts how many
+//! concurrent TCP connections it can hold in three roles: **server**
+//! (accepting on one port), **client** (connecting out) and **loopback**
+//! (both ends here: two sockets per connection).
+//!
+//! Everything is read from files under a root path (`/` by default, a
+//! fixture tree in tests). A missing, unreadable or malformed file makes its
+//! row "unknown" with the reason; it never stops the report.
+//!
+//! # Rules
+//!
+//! Each row's `allows` is how many connections the limit lets through per
+//! role, or null where the limit does not apply. The ceiling of a role is the
+//! smallest non-null `allows` over all rows (first row wins a tie); that row
+//! *binds*. Unknown rows allow nothing and are skipped.
+//!
+//! - **RLIMIT_NOFILE** caps one fd table, not the machine: tcpmax raises the
+//!   soft limit to the hard limit and spreads sockets over shards, each a
+//!   thread with its own table (`unshare(CLONE_FILES)`). Shards are bounded
+//!   by threads: `max_shards = min(RLIMIT_NPROC soft, kernel.threads-max,
+//!   kernel.pid_max)` (every thread takes a pid), over the known values.
+//!   `allows = (hard - 64) × max_shards` for server and client, half of it
+//!   for loopback (64 descriptors of headroom per table; an unlimited hard
+//!   limit counts as `fs.nr_open`). Without CAP_SYS_RESOURCE and with
+//!   `hard < fs.nr_open` the fix says raising the hard limit needs that
+//!   capability.
+//! - **fs.file-max**: `free = file-max - allocated` (first field of
+//!   `fs.file-nr`); server = client = free, loopback = free / 2. The kernel
+//!   does not enforce it for a process with CAP_SYS_ADMIN: when this process
+//!   holds it, the row allows null and its note gives the unprivileged values.
+//! - **fs.epoll.max_user_watches**: per user, one watch per socket in epoll:
+//!   server = client = watches, loopback = watches / 2.
+//! - **memory**: `sockets = (really_free - margin) / kernel_bytes_per_socket`
+//!   with `margin = max(10% of MemTotal, 256 MiB)` and `really_free` the rule
+//!   of [`crate::procfs::Meminfo::really_free`]; server = client = sockets,
+//!   loopback = sockets / 2. The bytes per socket sum one object of each
+//!   cache in [`probe::SOCKET_CACHES`] (`TCP`, `sock_inode_cache`, `filp`,
+//!   `dentry`, `eventpoll_epi`, `eventpoll_pwq`), read from `proc/slabinfo`,
+//!   else `sys/kernel/slab/NAME/slab_size` (merged caches), else a per-cache
+//!   default; with no `TCP` cache at all it is 4,200 bytes.
+//! - **net.ipv4.ip_local_port_range**: `hi - lo + 1` minus the reserved
+//!   ports (`ip_local_reserved_ports`) inside the range, per (source IP,
+//!   destination). Client allows that; server and loopback are null: a
+//!   listening port uses no ephemeral port, and `tcpmax load` spreads over
+//!   many source IPs of 127.0.0.0/8 and destinations.
+//! - **net.netfilter.nf_conntrack_max**: when `nf_conntrack_count` exists
+//!   and is above 0, tracking is active and caps every role at that value
+//!   (one entry per connection, loopback included). Loaded but counting 0,
+//!   or not loaded: null with a note.
+//! - Queues (`somaxconn`, `tcp_max_syn_backlog`, `tcp_syncookies`) limit the
+//!   connection *rate*, not the count; TIME_WAIT settings, buffer sizes
+//!   (`tcp_mem` limits buffer memory in flight, not idle sockets), threads
+//!   and pids are shown with their fix and allow null.
 
+mod predict;
+pub mod probe;
+mod render;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::procfs::ProcFs;
+pub use predict::{FD_HEADROOM, margin, max_shards, usable_ports};
+pub use probe::Probe;
 
 /// Arguments of `tcpmax doctor`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Read /proc and /sys under this root (a fixture tree in tests).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Write the report as JSON to FILE (`-` for stdout, then no table).
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<PathBuf>,
+}
+
+/// A role a machine plays in a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepting on one port.
+    Server,
+    /// Connecting out.
+    Client,
+    /// Both ends on this machine.
+    Loopback,
+}
+
+impl Role {
+    /// The three roles, in report order.
+    pub const ALL: [Role; 3] = [Role::Server, Role::Client, Role::Loopback];
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+            Role::Loopback => "loopback",
+        }
+    }
+}
+
+/// One value per role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Roles<T> {
+    /// Accepting on one port.
+    pub server: T,
+    /// Connecting out.
+    pub client: T,
+    /// Both ends here.
+    pub loopback: T,
+}
+
+impl<T: Clone> Roles<T> {
+    /// The value of `role`.
+    pub fn get(&self, role: Role) -> T {
+        match role {
+            Role::Server => self.server.clone(),
+            Role::Client => self.client.clone(),
+            Role::Loopback => self.loopback.clone(),
+        }
+    }
+
+    /// The value of `role`, mutable.
+    pub fn get_mut(&mut self, role: Role) -> &mut T {
+        match role {
+            Role::Server => &mut self.server,
+            Role::Client => &mut self.client,
+            Role::Loopback => &mut self.loopback,
+        }
+    }
+}
+
+/// One limit of the machine and what it allows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limit {
+    /// The limit's name (`RLIMIT_NOFILE`, `fs.file-max`, `memory`, ...).
+    pub name: String,
+    /// The value as read; null when unknown.
+    pub value: Option<serde_json::Value>,
+    /// Connections allowed per role; null where it does not apply.
+    pub allows: Roles<Option<u64>>,
+    /// The roles whose ceiling this limit sets.
+    pub binds: Vec<Role>,
+    /// The change that raises it.
+    pub fix: String,
+    /// What the value means here, or why it is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Limit {
+    fn new(
+        name: &str,
+        value: Option<serde_json::Value>,
+        allows: Roles<Option<u64>>,
+        fix: &str,
+    ) -> Limit {
+        Limit {
+            name: name.into(),
+            value,
+            allows,
+            binds: Vec::new(),
+            fix: fix.into(),
+            note: None,
+        }
+    }
+
+    fn with_note(mut self, note: impl Into<String>) -> Limit {
+        self.note = Some(note.into());
+        self
+    }
+
+    /// True when the value could not be read.
+    pub fn is_unknown(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// The doctor's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The predicted ceiling per role (null only when every row is unknown).
+    pub ceiling: Roles<Option<u64>>,
+    /// The name of the limit that binds each role.
+    pub binding: Roles<Option<String>>,
+    /// Kernel bytes per idle IPv4 TCP socket.
+    pub kernel_bytes_per_socket: u64,
+    /// The slab caches that gave it, or `default`.
+    pub kernel_bytes_source: String,
+    /// Every limit read, in report order.
+    pub limits: Vec<Limit>,
+    /// Remarks on the whole report.
+    pub notes: Vec<String>,
+}
+
+/// Reads the limits under the root of `fs` and predicts the ceiling.
+pub fn diagnose(fs: &ProcFs) -> Report {
+    predict_report(&Probe::read(fs))
+}
+
+/// Predicts the ceiling from readings already taken.
+pub fn predict_report(p: &Probe) -> Report {
+    let mut limits = predict::rows(p);
+    let (ceiling, binding) = predict::ceiling(&mut limits);
+    Report {
+        ceiling,
+        binding,
+        kernel_bytes_per_socket: p.socket_cost.bytes,
+        kernel_bytes_source: p.socket_cost.source.clone(),
+        notes: notes(p, &limits),
+        limits,
+    }
+}
+
+fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for l in limits.iter().filter(|l| l.is_unknown()) {
+        notes.push(format!("{} unknown, skipped", l.name));
+    }
+    match &p.cap_eff {
+        Ok(caps) => {
+            let yes = |bit| if p.has_cap(bit) { "held" } else { "not held" };
+            notes.push(format!(
+                "CapEff {caps:016x}: CAP_SYS_RESOURCE {}, CAP_SYS_ADMIN {}",
+                yes(probe::CAP_SYS_RESOURCE),
+                yes(probe::CAP_SYS_ADMIN)
+            ));
+            if !p.has_cap(probe::CAP_SYS_ADMIN) {
+                notes.push("the sysctl fixes need root; this process lacks CAP_SYS_ADMIN".into());
+            }
+        }
+        Err(why) => notes.push(format!("capabilities unknown: {why}")),
+    }
+    if let Some(v6) = p.tcpv6_bytes {
+        notes.push(format!(
+            "IPv6 sockets use the TCPv6 cache: {v6} B instead of the TCP object"
+        ));
+    }
+    notes
+}
 
 /// Runs `tcpmax doctor`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("doctor is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let report = diagnose(&ProcFs::new(&args.root));
+    if !crate::output::is_stdout(args.json.as_deref()) {
+        render::print(&report)?;
+    }
+    if let Some(dest) = &args.json {
+        crate::output::write_json(dest, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,362 @@
+//! `tcpmax calc`: four-tuple arithmetic for a topology, instant and pure.
+//!
+//! A TCP connection is its four-tuple (client IP, client port, server IP,
+//! server port). With `R` usable ports in the client's ephemeral range
+//! (`hi - lo + 1`):
+//!
+//! - per (client IP -> server IP:port): `R`;
+//! - per client host: `client_ips × server_ips × server_ports × R` (the
+//!   kernel reuses a local port toward different destinations when the
+//!   client does not bind, or binds with `IP_BIND_ADDRESS_NO_PORT`; binding
+//!   to `(ip, 0)` without it caps a client IP at `R` over all destinations);
+//! - per server listening socket: `client_ips × R` from these clients, in
+//!   theory `2^32 × 2^16 = 2^48` for IPv4 and `2^128 × 2^16 = 2^144` for IPv6;
+//! - total for the topology: `client_ips × server_ips × server_ports × R`.
+//!
+//! All products use checked `u128` arithmetic: input too large for it is an
+//! [`Error::Input`], never an overflow.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::procfs::ProcFs;
+
+/// The Linux default `net.ipv4.ip_local_port_range`.
+pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
+    lo: 32_768,
+    hi: 60_999,
+};
+
+/// 2^48: connections one IPv4 listening socket can tell apart.
+pub const THEORETICAL_IPV4: &str = "2^48 = 281,474,976,710,656";
+/// 2^144: connections one IPv6 listening socket can tell apart.
+pub const THEORETICAL_IPV6: &str =
+    "2^144 = 22,300,745,198,530,623,141,535,718,272,648,361,505,980,416";
+
+/// Arguments of `tcpmax calc`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Client IP addresses (source addresses).
+    #[arg(long, default_value = "1", value_parser = crate::units::parse_count)]
+    pub client_ips: u64,
+    /// Server IP addresses.
+    #[arg(long, default_value = "1", value_parser = crate::units::parse_count)]
+    pub server_ips: u64,
+    /// Listening ports on each server IP.
+    #[arg(long, default_value = "1", value_parser = crate::units::parse_count)]
+    pub server_ports: u64,
+    /// The client's ephemeral port range (default: this machine's
+    /// net.ipv4.ip_local_port_range, else 32768-60999).
+    #[arg(long, value_name = "LO-HI")]
+    pub port_range: Option<String>,
+    /// Read the default port range under this root.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Write the result as JSON to FILE (`-` for stdout, then no text).
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<PathBuf>,
+}
+
+/// An inclusive range of ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    /// The first port.
+    pub lo: u16,
+    /// The last port.
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// A range of ports in 1..=65535 with `lo <= hi`.
+    pub fn new(lo: u64, hi: u64) -> Result<PortRange> {
+        let port = |p: u64| {
+            u16::try_from(p)
+                .ok()
+                .filter(|&p| p >= 1)
+                .ok_or_else(|| Error::Input(format!("port {p} is out of 1..65535")))
+        };
+        let (lo, hi) = (port(lo)?, port(hi)?);
+        if lo > hi {
+            return Err(Error::Input(format!(
+                "port range {lo}-{hi}: LO must not be above HI (example: 32768-60999)"
+            )));
+        }
+        Ok(PortRange { lo, hi })
+    }
+
+    /// The number of ports in the range.
+    pub fn size(self) -> u64 {
+        u64::from(self.hi) - u64::from(self.lo) + 1
+    }
+}
+
+/// Parses `LO-HI` (e.g. `32768-60999`).
+pub fn parse_port_range(s: &str) -> Result<PortRange> {
+    let bad = || {
+        Error::Input(format!(
+            "`{s}` is not a port range LO-HI (example: 32768-60999)"
+        ))
+    };
+    let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
+    PortRange::new(lo, hi)
+}
+
+/// A topology of clients and servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// Client IP addresses.
+    pub client_ips: u64,
+    /// Server IP addresses.
+    pub server_ips: u64,
+    /// Listening ports per server IP.
+    pub server_ports: u64,
+    /// The clients' ephemeral port range.
+    #[serde(skip)]
+    pub port_range: PortRange,
+}
+
+/// A count of connections and the formula behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quantity {
+    /// Connections.
+    pub connections: u128,
+    /// How it is computed, with the numbers.
+    pub formula: String,
+}
+
+/// The port range used and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RangeInfo {
+    /// The first port.
+    pub lo: u16,
+    /// The last port.
+    pub hi: u16,
+    /// `hi - lo + 1`.
+    pub size: u64,
+    /// Where it came from (`--port-range`, the sysctl file, or the default).
+    pub source: String,
+}
+
+/// The result of `tcpmax calc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Calc {
+    /// The port range used.
+    pub port_range: RangeInfo,
+    /// The topology.
+    pub inputs: Topology,
+    /// Per (client IP -> server IP:port).
+    pub per_pair: Quantity,
+    /// Per client host holding all client IPs.
+    pub per_client_host: Quantity,
+    /// Per server listening socket, from these clients.
+    pub per_server_socket: Quantity,
+    /// For the whole topology.
+    pub total: Quantity,
+    /// What one IPv4 listening socket can tell apart.
+    pub theoretical_server_max_ipv4: String,
+    /// What one IPv6 listening socket can tell apart.
+    pub theoretical_server_max_ipv6: String,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+/// Does the four-tuple arithmetic for `t`. `source` says where the port
+/// range came from.
+pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
+    for (what, n) in [
+        ("--client-ips", t.client_ips),
+        ("--server-ips", t.server_ips),
+        ("--server-ports", t.server_ports),
+    ] {
+        if n == 0 {
+            return Err(Error::Input(format!("{what} must be at least 1")));
+        }
+    }
+    if t.server_ports > 65_535 {
+        return Err(Error::Input(format!(
+            "--server-ports {}: an IP has at most 65,535 ports",
+            t.server_ports
+        )));
+    }
+    let r = t.port_range;
+    let range = u128::from(r.size());
+    let (c, s, p) = (
+        u128::from(t.client_ips),
+        u128::from(t.server_ips),
+        u128::from(t.server_ports),
+    );
+    let too_large = || Error::Input("the topology is too large to count in 128 bits".into());
+    let all = c
+        .checked_mul(s)
+        .and_then(|v| v.checked_mul(p))
+        .and_then(|v| v.checked_mul(range))
+        .ok_or_else(too_large)?;
+    let per_socket = c.checked_mul(range).ok_or_else(too_large)?;
+    let ports = format!("{} ports", group(range));
+    let product = format!(
+        "{} × {} × {} × {ports}",
+        plural(t.client_ips, "client IP"),
+        plural(t.server_ips, "server IP"),
+        plural(t.server_ports, "server port")
+    );
+    Ok(Calc {
+        port_range: RangeInfo {
+            lo: r.lo,
+            hi: r.hi,
+            size: r.size(),
+            source: source.into(),
+        },
+        inputs: *t,
+        per_pair: Quantity {
+            connections: range,
+            formula: format!("{} - {} + 1 = {ports}", r.hi, r.lo),
+        },
+        per_client_host: Quantity {
+            connections: all,
+            formula: format!("{product} = {}", group(all)),
+        },
+        per_server_socket: Quantity {
+            connections: per_socket,
+            formula: format!(
+                "{} × {ports} = {} from these clients",
+                plural(t.client_ips, "client IP"),
+                group(per_socket)
+            ),
+        },
+        total: Quantity {
+            connections: all,
+            formula: format!("{product} = {}", group(all)),
+        },
+        theoretical_server_max_ipv4: THEORETICAL_IPV4.into(),
+        theoretical_server_max_ipv6: THEORETICAL_IPV6.into(),
+        notes: notes(),
+    })
+}
+
+fn notes() -> Vec<String> {
+    vec![
+        "per client host assumes the client does not bind, or binds with IP_BIND_ADDRESS_NO_PORT: the kernel then reuses a local port toward different destinations; binding to (ip, 0) without it caps each client IP at the range size over all destinations".into(),
+        "per server socket in theory: 2^32 client IPs × 2^16 ports = 2^48 for IPv4, 2^128 × 2^16 = 2^144 for IPv6".into(),
+    ]
+}
+
+/// The 65,535 myth, in a few lines.
+pub const MYTH: &str = "The 65,535 myth: a port is 16 bits, but a connection is the four-tuple
+(client IP, client port, server IP, server port). 65,535 (really the
+ephemeral range, 28,232 by default) caps connections per (client IP ->
+server IP:port) only. A server on one port accepts from every client IP
+and port, and a client reuses its ports toward other destinations. What
+caps a machine is descriptors, memory and conntrack: see `tcpmax doctor`.";
+
+fn plural(n: u64, what: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{} {what}{s}", group(u128::from(n)))
+}
+
+/// `group` for `u128`: `451712` -> `451,712`.
+pub fn group(n: u128) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The port range from `--port-range`, else the sysctl under `fs`, else the
+/// Linux default; with where it came from.
+pub fn resolve_range(arg: Option<&str>, fs: &ProcFs) -> Result<(PortRange, String)> {
+    if let Some(s) = arg {
+        return Ok((parse_port_range(s)?, "--port-range".into()));
+    }
+    const NAME: &str = "net.ipv4.ip_local_port_range";
+    let read = fs.sysctl_values(NAME).map_err(|e| e.to_string());
+    match read.and_then(|v| match v[..] {
+        [lo, hi] => PortRange::new(lo, hi).map_err(|e| e.to_string()),
+        _ => Err(format!("expected two ports, found {v:?}")),
+    }) {
+        Ok(r) => Ok((r, NAME.into())),
+        Err(why) => Ok((
+            DEFAULT_PORT_RANGE,
+            format!("Linux default (this machine's range is unknown: {why})"),
+        )),
+    }
+}
+
+/// The human text of a result.
+pub fn render(c: &Calc) -> String {
+    let r = &c.port_range;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Port range {}-{}: {} ports ({})",
+        r.lo,
+        r.hi,
+        group(u128::from(r.size)),
+        r.source
+    );
+    let rows = [
+        ("per (client IP -> server IP:port)", &c.per_pair),
+        ("per client host", &c.per_client_host),
+        ("per server listening socket", &c.per_server_socket),
+        ("total for the topology", &c.total),
+    ];
+    let width = rows
+        .iter()
+        .map(|(_, q)| group(q.connections).len())
+        .max()
+        .unwrap_or(0);
+    out.push('\n');
+    for (label, q) in rows {
+        let n = group(q.connections);
+        let _ = writeln!(out, "  {label:<34} {n:>width$}  = {}", q.formula);
+    }
+    let _ = writeln!(
+        out,
+        "  {:<34} {}; IPv6 {}",
+        "one listening socket, in theory",
+        c.theoretical_server_max_ipv4,
+        c.theoretical_server_max_ipv6
+    );
+    out.push_str("\nNotes\n");
+    for note in &c.notes {
+        let _ = writeln!(out, "  {note}");
+    }
+    let _ = writeln!(out, "\n{MYTH}");
+    out
+}
+
+/// Runs `tcpmax calc`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let fs = ProcFs::new(&args.root);
+    let (port_range, source) = resolve_range(args.port_range.as_deref(), &fs)?;
+    let topology = Topology {
+        client_ips: args.client_ips,
+        server_ips: args.server_ips,
+        server_ports: args.server_ports,
+        port_range,
+    };
+    let result = calc(&topology, &source)?;
+    if !crate::output::is_stdout(args.json.as_deref()) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(render(&result).as_bytes())?;
+        out.flush()?;
+    }
+    if let Some(dest) = &args.json {
+        crate::output::write_json(dest, &result)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! Unit tests of the four-tuple arithmetic.
+
+use super::*;
+
+fn topo(c: u64, s: u64, p: u64, range: PortRange) -> Topology {
+    Topology {
+        client_ips: c,
+        server_ips: s,
+        server_ports: p,
+        port_range: range,
+    }
+}
+
+#[test]
+fn one_client_one_port() {
+    let c = calc(&topo(1, 1, 1, DEFAULT_PORT_RANGE), "test").unwrap();
+    assert_eq!(c.per_pair.connections, 28_232);
+    assert_eq!(c.per_client_host.connections, 28_232);
+    assert_eq!(c.per_server_socket.connections, 28_232);
+    assert_eq!(c.total.connections, 28_232);
+    assert_eq!(c.per_pair.formula, "60999 - 32768 + 1 = 28,232 ports");
+}
+
+#[test]
+fn sixteen_server_ports_from_one_client_ip() {
+    let c = calc(&topo(1, 1, 16, DEFAULT_PORT_RANGE), "test").unwrap();
+    assert_eq!(c.per_pair.connections, 28_232);
+    assert_eq!(c.total.connections, 16 * 28_232);
+    assert_eq!(c.total.connections, 451_712);
+    assert_eq!(
+        c.total.formula,
+        "1 client IP × 1 server IP × 16 server ports × 28,232 ports = 451,712"
+    );
+    assert_eq!(c.per_server_socket.connections, 28_232);
+}
+
+#[test]
+fn many_clients_and_servers() {
+    let r = PortRange::new(1024, 65_535).unwrap();
+    let c = calc(&topo(100, 4, 8, r), "test").unwrap();
+    assert_eq!(c.per_pair.connections, 64_512);
+    assert_eq!(c.per_server_socket.connections, 6_451_200);
+    assert_eq!(c.total.connections, 100 * 4 * 8 * 64_512);
+}
+
+#[test]
+fn huge_inputs_do_not_overflow() {
+    let r = PortRange::new(1, 65_535).unwrap();
+    let c = calc(&topo(u64::MAX, 1, 1, r), "test").unwrap();
+    assert_eq!(c.total.connections, u128::from(u64::MAX) * 65_535);
+    let err = calc(&topo(u64::MAX, u64::MAX, 65_535, r), "test").unwrap_err();
+    assert!(err.is_input());
+}
+
+#[test]
+fn bad_input_is_an_input_error() {
+    for s in ["60999-32768", "0-10", "1-65536", "abc", "100", "1-x", ""] {
+        assert!(parse_port_range(s).unwrap_err().is_input(), "{s}");
+    }
+    assert_eq!(parse_port_range(" 10000 - 10999 ").unwrap().size(), 1000);
+    for t in [
+        topo(0, 1, 1, DEFAULT_PORT_RANGE),
+        topo(1, 0, 1, DEFAULT_PORT_RANGE),
+        topo(1, 1, 0, DEFAULT_PORT_RANGE),
+        topo(1, 1, 65_536, DEFAULT_PORT_RANGE),
+    ] {
+        assert!(calc(&t, "test").unwrap_err().is_input(), "{t:?}");
+    }
+}
+
+#[test]
+fn theoretical_numbers() {
+    assert!(THEORETICAL_IPV4.ends_with(&group(1u128 << 48)));
+    assert_eq!(group(1u128 << 48), "281,474,976,710,656");
+}
+
+#[test]
+fn range_falls_back_to_the_default() {
+    let fs = ProcFs::new("/nonexistent-root-for-tcpmax-test");
+    let (r, source) = resolve_range(None, &fs).unwrap();
+    assert_eq!(r, DEFAULT_PORT_RANGE);
+    assert!(source.starts_with("Linux default"), "{source}");
+    let (r, source) = resolve_range(Some("2000-2999"), &fs).unwrap();
+    assert_eq!((r.size(), source.as_str()), (1000, "--port-range"));
+}

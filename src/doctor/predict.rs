@@ -1,0 +1,388 @@
+//! The arithmetic: one [`Limit`] row per limit read by [`Probe`], then the
+//! ceiling per role. The rules are documented on the `doctor` module.
+
+use super::probe::{CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Probe, RLimit, Reading};
+use super::{Limit, Roles};
+use crate::units::{group, human_bytes};
+
+/// Descriptors kept free in each fd table for the process itself.
+pub const FD_HEADROOM: u64 = 64;
+/// The smallest memory safety margin: 256 MiB.
+pub const MIN_MARGIN: u64 = 256 << 20;
+
+/// Builds every row from the readings.
+pub fn rows(p: &Probe) -> Vec<Limit> {
+    vec![
+        nofile(p),
+        nr_open(p),
+        file_max(p),
+        epoll(p),
+        memory(p),
+        ports(p),
+        info_u64(
+            "net.ipv4.ip_unprivileged_port_start",
+            &p.unprivileged_port_start,
+            "sysctl -w net.ipv4.ip_unprivileged_port_start=1024",
+            "listening below this port needs CAP_NET_BIND_SERVICE; does not limit the count",
+        ),
+        conntrack(p),
+        tcp_mem(p),
+        info_list(
+            "net.ipv4.tcp_rmem",
+            &p.tcp_rmem,
+            "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456\"",
+            "receive buffer min/default/max bytes; an idle socket holds no buffer",
+        ),
+        info_list(
+            "net.ipv4.tcp_wmem",
+            &p.tcp_wmem,
+            "sysctl -w net.ipv4.tcp_wmem=\"4096 16384 4194304\"",
+            "send buffer min/default/max bytes; an idle socket holds no buffer",
+        ),
+        info_u64(
+            "net.core.somaxconn",
+            &p.somaxconn,
+            "sysctl -w net.core.somaxconn=65535",
+            "caps the accept queue: limits the connection rate, not the count",
+        ),
+        info_u64(
+            "net.ipv4.tcp_max_syn_backlog",
+            &p.syn_backlog,
+            "sysctl -w net.ipv4.tcp_max_syn_backlog=65535",
+            "half-open connections waiting: limits the connection rate, not the count",
+        ),
+        info_u64(
+            "net.ipv4.tcp_syncookies",
+            &p.syncookies,
+            "sysctl -w net.ipv4.tcp_syncookies=1",
+            "1 = cookies when the SYN queue overflows, so bursts are not dropped",
+        ),
+        info_u64(
+            "net.ipv4.tcp_max_tw_buckets",
+            &p.tw_buckets,
+            "sysctl -w net.ipv4.tcp_max_tw_buckets=262144",
+            "sockets in TIME_WAIT beyond this are destroyed at once; matters for churn, not held connections",
+        ),
+        info_u64(
+            "net.ipv4.tcp_tw_reuse",
+            &p.tw_reuse,
+            "sysctl -w net.ipv4.tcp_tw_reuse=1",
+            "1 lets outgoing connections reuse TIME_WAIT ports (2 = loopback only)",
+        ),
+        info_u64(
+            "net.ipv4.tcp_fin_timeout",
+            &p.fin_timeout,
+            "sysctl -w net.ipv4.tcp_fin_timeout=30",
+            "seconds in FIN_WAIT_2; matters for churn, not held connections",
+        ),
+        nproc(p),
+        info_u64(
+            "kernel.pid_max",
+            &p.pid_max,
+            "sysctl -w kernel.pid_max=4194304",
+            "every thread takes a pid: bounds the shards (fd tables)",
+        ),
+        info_u64(
+            "kernel.threads-max",
+            &p.threads_max,
+            "sysctl -w kernel.threads-max=N",
+            "bounds the shards (one thread per fd table)",
+        ),
+    ]
+}
+
+/// The ceiling per role and the name of the row that binds it: the smallest
+/// non-null `allows`, first row winning a tie. Marks `binds` on that row.
+pub fn ceiling(rows: &mut [Limit]) -> (Roles<Option<u64>>, Roles<Option<String>>) {
+    let mut ceiling = Roles::default();
+    let mut binding = Roles::default();
+    for role in super::Role::ALL {
+        let best = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.allows.get(role).map(|v| (v, i)))
+            .min();
+        if let Some((v, i)) = best {
+            *ceiling.get_mut(role) = Some(v);
+            *binding.get_mut(role) = Some(rows[i].name.clone());
+            rows[i].binds.push(role);
+        }
+    }
+    (ceiling, binding)
+}
+
+/// The most shards (threads, one fd table each): the smallest of
+/// RLIMIT_NPROC (soft), kernel.threads-max and kernel.pid_max that is known,
+/// 1 when none is.
+pub fn max_shards(p: &Probe) -> u64 {
+    let nproc = p.nproc.as_ref().ok().and_then(|r| r.soft);
+    [nproc, p.threads_max.clone().ok(), p.pid_max.clone().ok()]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn unknown(name: &str, why: &str, fix: &str) -> Limit {
+    Limit::new(name, None, Roles::default(), fix).with_note(format!("unknown: {why}"))
+}
+
+fn same(v: u64) -> Roles<Option<u64>> {
+    Roles {
+        server: Some(v),
+        client: Some(v),
+        loopback: Some(v / 2),
+    }
+}
+
+fn fmt_limit(v: Option<u64>) -> String {
+    v.map_or_else(|| "unlimited".into(), group)
+}
+
+fn nofile(p: &Probe) -> Limit {
+    const NAME: &str = "RLIMIT_NOFILE";
+    let fix = "ulimit -n N; LimitNOFILE=N in a systemd unit; `* soft nofile N` in limits.conf";
+    let r = match &p.nofile {
+        Ok(r) => *r,
+        Err(why) => return unknown(NAME, why, fix),
+    };
+    let RLimit { soft, hard } = r;
+    let nr_open = p.nr_open.clone().ok();
+    let usable_max = hard.or(nr_open).unwrap_or(u64::MAX);
+    let per_shard = usable_max.saturating_sub(FD_HEADROOM);
+    let shards = max_shards(p);
+    let total = per_shard.saturating_mul(shards);
+    let value = format!("{} soft / {} hard", fmt_limit(soft), fmt_limit(hard));
+    let mut note = format!(
+        "per fd table, not per machine: tcpmax raises soft to hard and shards over {} fd tables (threads) of {} usable descriptors ({} headroom)",
+        group(shards),
+        group(per_shard),
+        FD_HEADROOM
+    );
+    let can_raise = p.has_cap(CAP_SYS_RESOURCE);
+    let mut fix = fix.to_string();
+    if let (Some(h), Some(n)) = (hard, nr_open) {
+        if h < n && !can_raise {
+            fix = format!(
+                "LimitNOFILE={n} in a systemd unit; `* hard nofile {n}` in limits.conf; `ulimit -n {n}` needs CAP_SYS_RESOURCE to raise the hard limit (not held here); tcpmax works around it by sharding"
+            );
+            note.push_str(&format!(
+                "; {} per process and the hard limit cannot be raised here (no CAP_SYS_RESOURCE)",
+                fmt_limit(hard)
+            ));
+        }
+    }
+    Limit::new(NAME, Some(value.into()), same(total), &fix).with_note(note)
+}
+
+fn nr_open(p: &Probe) -> Limit {
+    info_u64(
+        "fs.nr_open",
+        &p.nr_open,
+        "sysctl -w fs.nr_open=N",
+        "the highest RLIMIT_NOFILE hard limit the kernel accepts",
+    )
+}
+
+fn file_max(p: &Probe) -> Limit {
+    const NAME: &str = "fs.file-max";
+    let used = p.file_nr.clone().unwrap_or(0);
+    let fix = &sysctl_fix(NAME, memory_sockets(p).map(|s| s.saturating_add(used)));
+    let max = match &p.file_max {
+        Ok(v) => *v,
+        Err(why) => return unknown(NAME, why, fix),
+    };
+    let free = max.saturating_sub(used);
+    let mut note = format!(
+        "system-wide open files; {} in use (fs.file-nr)",
+        group(used)
+    );
+    if p.file_nr.is_err() {
+        note = "system-wide open files; in use unknown (fs.file-nr unreadable), 0 assumed".into();
+    }
+    if p.has_cap(CAP_SYS_ADMIN) {
+        note.push_str(&format!(
+            "; not enforced for a process with CAP_SYS_ADMIN (held here), so it binds nothing; unprivileged it would allow {} (loopback {})",
+            group(free),
+            group(free / 2)
+        ));
+        return Limit::new(NAME, Some(max.into()), Roles::default(), fix).with_note(note);
+    }
+    note.push_str("; processes with CAP_SYS_ADMIN are exempt");
+    Limit::new(NAME, Some(max.into()), same(free), fix).with_note(note)
+}
+
+/// The sockets memory allows, when known: the value the sysctl fixes aim at
+/// so that memory binds instead.
+pub fn memory_sockets(p: &Probe) -> Option<u64> {
+    let m = p.meminfo.as_ref().ok()?;
+    let usable = m.really_free().saturating_sub(margin(m.total));
+    Some(usable / p.socket_cost.bytes.max(1))
+}
+
+/// `sysctl -w NAME=N` with N = `target` when known.
+fn sysctl_fix(name: &str, target: Option<u64>) -> String {
+    let n = target.map_or_else(|| "N".to_string(), |t| t.to_string());
+    format!("sysctl -w {name}={n}")
+}
+
+fn epoll(p: &Probe) -> Limit {
+    const NAME: &str = "fs.epoll.max_user_watches";
+    let fix = &sysctl_fix(NAME, memory_sockets(p));
+    match &p.epoll_watches {
+        Ok(v) => Limit::new(NAME, Some((*v).into()), same(*v), fix)
+            .with_note("per user: one watch per socket registered in epoll, over all processes; the fix sets it to the sockets memory allows"),
+        Err(why) => unknown(NAME, why, fix),
+    }
+}
+
+/// The memory margin kept free: max(10% of MemTotal, 256 MiB).
+pub fn margin(total: u64) -> u64 {
+    (total / 10).max(MIN_MARGIN)
+}
+
+fn memory(p: &Probe) -> Limit {
+    const NAME: &str = "memory";
+    const FIX: &str = "add memory or run more machines behind a load balancer; see `tcpmax bench` for the measured cost";
+    let m = match &p.meminfo {
+        Ok(m) => *m,
+        Err(why) => return unknown(NAME, why, FIX),
+    };
+    let bytes = p.socket_cost.bytes.max(1);
+    let usable = m.really_free().saturating_sub(margin(m.total));
+    let sockets = usable / bytes;
+    let value = format!("{} total", human_bytes(m.total));
+    let note = format!(
+        "MemAvailable {}, MemFree {}; {} really free - {} margin = {}, at {} B per idle socket",
+        human_bytes(m.available),
+        human_bytes(m.free),
+        human_bytes(m.really_free()),
+        human_bytes(margin(m.total)),
+        human_bytes(usable),
+        group(bytes)
+    );
+    Limit::new(NAME, Some(value.into()), same(sockets), FIX).with_note(note)
+}
+
+/// Ports of `lo..=hi` minus the reserved ports inside it.
+pub fn usable_ports(lo: u64, hi: u64, reserved: &[(u64, u64)]) -> u64 {
+    let mut inside: Vec<(u64, u64)> = reserved
+        .iter()
+        .filter_map(|&(a, b)| {
+            let (a, b) = (a.max(lo), b.min(hi));
+            (a <= b).then_some((a, b))
+        })
+        .collect();
+    inside.sort_unstable();
+    let mut taken = 0;
+    let mut next = lo;
+    for (a, b) in inside {
+        let a = a.max(next);
+        if a <= b {
+            taken += b - a + 1;
+            next = b + 1;
+        }
+    }
+    (hi - lo + 1).saturating_sub(taken)
+}
+
+fn ports(p: &Probe) -> Limit {
+    const NAME: &str = "net.ipv4.ip_local_port_range";
+    const FIX: &str = "sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"; more source IPs or destination ports";
+    let (lo, hi) = match &p.port_range {
+        Ok(r) => *r,
+        Err(why) => return unknown(NAME, why, FIX),
+    };
+    let (reserved, reserved_note) = match &p.reserved_ports {
+        Ok(r) => (r.clone(), String::new()),
+        Err(why) => (Vec::new(), format!("; reserved ports unknown ({why})")),
+    };
+    let n = usable_ports(lo, hi, &reserved);
+    let in_range = (hi - lo + 1) - n;
+    let note = format!(
+        "{} ports per (source IP, destination), {} of the range reserved{reserved_note}; client: per destination; server: a listening port uses no ephemeral port; loopback: {} per pair, but `tcpmax load` spreads over many source IPs of 127.0.0.0/8 and destinations, so ports do not cap it overall",
+        group(n),
+        group(in_range),
+        group(n)
+    );
+    let allows = Roles {
+        server: None,
+        client: Some(n),
+        loopback: None,
+    };
+    Limit::new(NAME, Some(format!("{lo} {hi}").into()), allows, FIX).with_note(note)
+}
+
+fn conntrack(p: &Probe) -> Limit {
+    const NAME: &str = "net.netfilter.nf_conntrack_max";
+    let fix = &sysctl_fix(NAME, memory_sockets(p));
+    let Ok(count) = &p.conntrack_count else {
+        let value = p.conntrack_max.clone().ok().map(Into::into);
+        return Limit::new(NAME, value, Roles::default(), fix)
+            .with_note("connection tracking not loaded: no cap");
+    };
+    let max = match &p.conntrack_max {
+        Ok(v) => *v,
+        Err(why) => return unknown(NAME, why, fix),
+    };
+    if *count == 0 {
+        let note = format!(
+            "module loaded but nothing tracked now (nf_conntrack_count 0): no cap; once rules track connections it caps each role at {}",
+            group(max)
+        );
+        return Limit::new(NAME, Some(max.into()), Roles::default(), fix).with_note(note);
+    }
+    let allows = Roles {
+        server: Some(max),
+        client: Some(max),
+        loopback: Some(max),
+    };
+    let note = format!(
+        "tracking active ({} entries now): one entry per connection, loopback included",
+        group(*count)
+    );
+    Limit::new(NAME, Some(max.into()), allows, fix).with_note(note)
+}
+
+fn tcp_mem(p: &Probe) -> Limit {
+    info_list(
+        "net.ipv4.tcp_mem",
+        &p.tcp_mem,
+        "sysctl -w net.ipv4.tcp_mem=\"LOW PRESSURE HIGH\" (pages)",
+        "pages of buffer memory in flight over all TCP sockets, not idle sockets",
+    )
+}
+
+fn nproc(p: &Probe) -> Limit {
+    const NAME: &str = "RLIMIT_NPROC";
+    const FIX: &str = "ulimit -u N; or LimitNPROC=N in the systemd unit";
+    match &p.nproc {
+        Ok(r) => {
+            let value = format!("{} soft / {} hard", fmt_limit(r.soft), fmt_limit(r.hard));
+            let note = format!(
+                "threads per user: with threads-max and pid_max bounds the shards, here {}",
+                group(max_shards(p))
+            );
+            Limit::new(NAME, Some(value.into()), Roles::default(), FIX).with_note(note)
+        }
+        Err(why) => unknown(NAME, why, FIX),
+    }
+}
+
+fn info_u64(name: &str, r: &Reading<u64>, fix: &str, note: &str) -> Limit {
+    match r {
+        Ok(v) => Limit::new(name, Some((*v).into()), Roles::default(), fix).with_note(note),
+        Err(why) => unknown(name, why, fix),
+    }
+}
+
+fn info_list(name: &str, r: &Reading<Vec<u64>>, fix: &str, note: &str) -> Limit {
+    match r {
+        Ok(v) => {
+            let text: Vec<String> = v.iter().map(u64::to_string).collect();
+            Limit::new(name, Some(text.join(" ").into()), Roles::default(), fix).with_note(note)
+        }
+        Err(why) => unknown(name, why, fix),
+    }
+}

@@ -1,0 +1,126 @@
+//! The human report: a table of limits (binding rows marked `*`), the
+//! ceiling per role, and the notes.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use anyhow::Context;
+
+use super::{Limit, Report, Role};
+use crate::units::group;
+
+/// Prints the report on stdout.
+pub fn print(report: &Report) -> anyhow::Result<()> {
+    let text = render(report);
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the doctor report to stdout")
+}
+
+/// The whole human report as text.
+pub fn render(report: &Report) -> String {
+    let mut out = table(&report.limits);
+    out.push_str("\nCeiling (* marks the limit that binds first)\n");
+    for role in Role::ALL {
+        let line = match (report.ceiling.get(role), report.binding.get(role)) {
+            (Some(v), Some(name)) => format!("{:>12}  bound by {name}", group(v)),
+            _ => format!("{:>12}  (no known limit)", "unknown"),
+        };
+        let _ = writeln!(out, "  {:<9} {line}", role.name());
+    }
+    let _ = writeln!(
+        out,
+        "\nKernel memory per idle socket: {} B ({})",
+        group(report.kernel_bytes_per_socket),
+        report.kernel_bytes_source
+    );
+    out.push_str("\nNotes\n");
+    for l in report.limits.iter() {
+        if let Some(note) = &l.note {
+            let _ = writeln!(out, "  {}: {note}", l.name);
+        }
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "  {note}");
+    }
+    out
+}
+
+fn cells(l: &Limit) -> [String; 6] {
+    let mark = if l.binds.is_empty() { "" } else { " *" };
+    let value = match &l.value {
+        None => "unknown".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map_or_else(|| n.to_string(), group),
+        Some(v) => v.to_string(),
+    };
+    let allow = |role: Role| {
+        let v = l.allows.get(role).map_or_else(|| "-".to_string(), group);
+        if l.binds.contains(&role) {
+            format!("*{v}")
+        } else {
+            v
+        }
+    };
+    [
+        format!("{}{mark}", l.name),
+        value,
+        allow(Role::Server),
+        allow(Role::Client),
+        allow(Role::Loopback),
+        l.fix.clone(),
+    ]
+}
+
+fn table(limits: &[Limit]) -> String {
+    let header = ["limit", "value", "server", "client", "loopback", "fix"].map(String::from);
+    let rows: Vec<[String; 6]> = std::iter::once(header)
+        .chain(limits.iter().map(cells))
+        .collect();
+    let mut width = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let fix = wrap(&row[5], FIX_WIDTH);
+        for (n, fix_line) in fix.iter().enumerate() {
+            let mut line = String::new();
+            for (i, cell) in row[..5].iter().enumerate() {
+                let cell = if n == 0 { cell.as_str() } else { "" };
+                let _ = match i {
+                    0 | 1 => write!(line, "{cell:<w$}  ", w = width[i]),
+                    _ => write!(line, "{cell:>w$}  ", w = width[i]),
+                };
+            }
+            line.push_str(fix_line);
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Width at which the fix column wraps onto continuation lines.
+const FIX_WIDTH: usize = 60;
+
+/// Splits `text` into lines of at most `width` characters at spaces (a
+/// longer word stays whole).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let Some(cur) = lines.last_mut() else { break };
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_string());
+        } else {
+            if !cur.is_empty() {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+        }
+    }
+    lines
+}

@@ -1,0 +1,376 @@
+//! Unit tests of the doctor arithmetic on fixture trees written to a
+//! temporary directory.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A fixture root, removed on drop.
+struct Fixture {
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn empty() -> Fixture {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let root =
+            std::env::temp_dir().join(format!("tcpmax-doctor-unit-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Fixture { root }
+    }
+
+    /// 16 GiB (14 GiB really free), slab objects summing to 3,400 B, ports
+    /// 10000-10999 with 2 reserved inside, RLIMIT_NOFILE 1024/4096,
+    /// RLIMIT_NPROC 2000, conntrack not loaded, no capabilities.
+    fn standard() -> Fixture {
+        let f = Fixture::empty();
+        f.write(
+            "proc/self/limits",
+            "Limit                     Soft Limit           Hard Limit           Units\n\
+             Max processes             2000                 2000                 processes\n\
+             Max open files            1024                 4096                 files\n",
+        );
+        f.write(
+            "proc/self/status",
+            "Name:\ttcpmax\nCapEff:\t0000000000000000\n",
+        );
+        f.write(
+            "proc/meminfo",
+            "MemTotal:       16777216 kB\nMemFree:        12582912 kB\nMemAvailable:   14680064 kB\n\
+             Buffers:               0 kB\nCached:          2097152 kB\nShmem:                 0 kB\n",
+        );
+        f.write(
+            "proc/slabinfo",
+            "slabinfo - version: 2.1\n# name <active_objs> <num_objs> <objsize> ...\n\
+             TCPv6 13 13 2200 13 8 : tunables 0 0 0 : slabdata 1 1 0\n\
+             TCP 26 26 2000 13 8 : tunables 0 0 0 : slabdata 2 2 0\n\
+             sock_inode_cache 76 76 800 19 4 : tunables 0 0 0 : slabdata 4 4 0\n\
+             filp 399 399 200 21 1 : tunables 0 0 0 : slabdata 19 19 0\n\
+             dentry 10 10 200 21 1 : tunables 0 0 0 : slabdata 1 1 0\n\
+             eventpoll_epi 256 256 128 32 1 : tunables 0 0 0 : slabdata 8 8 0\n\
+             eventpoll_pwq 256 256 72 56 1 : tunables 0 0 0 : slabdata 8 8 0\n",
+        );
+        for (name, value) in [
+            ("fs.nr_open", "1048576"),
+            ("fs.file-max", "1000000"),
+            ("fs.file-nr", "1000\t0\t1000000"),
+            ("fs.epoll.max_user_watches", "3000000"),
+            ("net.ipv4.ip_local_port_range", "10000\t10999"),
+            ("net.ipv4.ip_local_reserved_ports", "8080,10100,10500\n"),
+            ("net.ipv4.ip_unprivileged_port_start", "1024"),
+            ("net.ipv4.tcp_mem", "100 200 300"),
+            ("net.ipv4.tcp_rmem", "4096 131072 6291456"),
+            ("net.ipv4.tcp_wmem", "4096 16384 4194304"),
+            ("net.core.somaxconn", "4096"),
+            ("net.ipv4.tcp_max_syn_backlog", "2048"),
+            ("net.ipv4.tcp_syncookies", "1"),
+            ("net.ipv4.tcp_max_tw_buckets", "131072"),
+            ("net.ipv4.tcp_tw_reuse", "2"),
+            ("net.ipv4.tcp_fin_timeout", "60"),
+            ("kernel.pid_max", "4194304"),
+            ("kernel.threads-max", "100000"),
+        ] {
+            f.sysctl(name, value);
+        }
+        f
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn sysctl(&self, name: &str, value: &str) {
+        self.write(&ProcFs::sysctl_rel(name), &format!("{value}\n"));
+    }
+
+    fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.root.join(rel)).unwrap();
+    }
+
+    fn report(&self) -> Report {
+        diagnose(&ProcFs::new(&self.root))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn row<'a>(r: &'a Report, name: &str) -> &'a Limit {
+    r.limits.iter().find(|l| l.name == name).unwrap()
+}
+
+fn roles(server: u64, client: u64, loopback: u64) -> Roles<Option<u64>> {
+    Roles {
+        server: Some(server),
+        client: Some(client),
+        loopback: Some(loopback),
+    }
+}
+
+#[test]
+fn standard_fixture_arithmetic() {
+    let r = Fixture::standard().report();
+    assert_eq!(r.kernel_bytes_per_socket, 3_400);
+    assert!(r.kernel_bytes_source.contains("TCP 2000 (slabinfo)"));
+    // (4096 - 64) per table x min(2000, 100000, 4194304) tables.
+    assert_eq!(
+        row(&r, "RLIMIT_NOFILE").allows,
+        roles(8_064_000, 8_064_000, 4_032_000)
+    );
+    // 1,000,000 - 1,000 in use.
+    assert_eq!(
+        row(&r, "fs.file-max").allows,
+        roles(999_000, 999_000, 499_500)
+    );
+    assert_eq!(
+        row(&r, "fs.epoll.max_user_watches").allows,
+        roles(3_000_000, 3_000_000, 1_500_000)
+    );
+    // (14 GiB - 16 GiB / 10) / 3,400.
+    assert_eq!(
+        row(&r, "memory").allows,
+        roles(3_915_999, 3_915_999, 1_957_999)
+    );
+    // 1,000 ports minus 10100 and 10500 (8080 is outside the range).
+    let ports = row(&r, "net.ipv4.ip_local_port_range");
+    assert_eq!(
+        ports.allows,
+        Roles {
+            server: None,
+            client: Some(998),
+            loopback: None
+        }
+    );
+    assert!(
+        ports
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("per (source IP, destination)")
+    );
+    assert_eq!(row(&r, "net.core.somaxconn").allows, Roles::default());
+    assert_eq!(r.ceiling, roles(999_000, 998, 499_500));
+    assert_eq!(r.binding.server.as_deref(), Some("fs.file-max"));
+    assert_eq!(
+        r.binding.client.as_deref(),
+        Some("net.ipv4.ip_local_port_range")
+    );
+    assert_eq!(r.binding.loopback.as_deref(), Some("fs.file-max"));
+    assert_eq!(
+        row(&r, "fs.file-max").binds,
+        vec![Role::Server, Role::Loopback]
+    );
+    assert!(r.notes.iter().any(|n| n.contains("lacks CAP_SYS_ADMIN")));
+    assert!(r.notes.iter().any(|n| n.contains("TCPv6 cache: 2200 B")));
+}
+
+#[test]
+fn hard_limit_needs_cap_sys_resource() {
+    let r = Fixture::standard().report();
+    let fix = &row(&r, "RLIMIT_NOFILE").fix;
+    assert!(fix.contains("LimitNOFILE=1048576"), "{fix}");
+    assert!(fix.contains("needs CAP_SYS_RESOURCE"), "{fix}");
+    assert!(fix.contains("sharding"), "{fix}");
+
+    let f = Fixture::standard();
+    f.write("proc/self/status", "CapEff:\t0000000001000000\n");
+    let r = f.report();
+    let fix = &row(&r, "RLIMIT_NOFILE").fix;
+    assert!(!fix.contains("needs CAP_SYS_RESOURCE"), "{fix}");
+    assert!(fix.contains("ulimit -n N"), "{fix}");
+}
+
+#[test]
+fn cap_sys_admin_is_exempt_from_file_max() {
+    let f = Fixture::standard();
+    f.write("proc/self/status", "CapEff:\t0000000000200000\n");
+    let r = f.report();
+    assert_eq!(row(&r, "fs.file-max").allows, Roles::default());
+    assert!(
+        row(&r, "fs.file-max")
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("999,000")
+    );
+    assert_eq!(r.ceiling, roles(3_000_000, 998, 1_500_000));
+    assert_eq!(
+        r.binding.server.as_deref(),
+        Some("fs.epoll.max_user_watches")
+    );
+
+    f.sysctl("fs.epoll.max_user_watches", "10000000");
+    let r = f.report();
+    assert_eq!(r.ceiling, roles(3_915_999, 998, 1_957_999));
+    assert_eq!(r.binding.loopback.as_deref(), Some("memory"));
+}
+
+#[test]
+fn conntrack_caps_every_role_when_tracking() {
+    let f = Fixture::standard();
+    f.sysctl("net.netfilter.nf_conntrack_max", "65536");
+    f.sysctl("net.netfilter.nf_conntrack_count", "0");
+    let r = f.report();
+    assert_eq!(
+        row(&r, "net.netfilter.nf_conntrack_max").allows,
+        Roles::default()
+    );
+
+    f.sysctl("net.netfilter.nf_conntrack_count", "10");
+    let r = f.report();
+    assert_eq!(
+        row(&r, "net.netfilter.nf_conntrack_max").allows,
+        roles(65_536, 65_536, 65_536)
+    );
+    assert_eq!(r.ceiling, roles(65_536, 998, 65_536));
+    assert_eq!(
+        r.binding.loopback.as_deref(),
+        Some("net.netfilter.nf_conntrack_max")
+    );
+}
+
+#[test]
+fn default_bytes_without_slab_information() {
+    let f = Fixture::standard();
+    f.remove("proc/slabinfo");
+    let r = f.report();
+    assert_eq!(r.kernel_bytes_per_socket, probe::DEFAULT_BYTES_PER_SOCKET);
+    assert_eq!(r.kernel_bytes_source, "default");
+    assert_eq!(
+        row(&r, "memory").allows,
+        roles(3_170_094, 3_170_094, 1_585_047)
+    );
+}
+
+#[test]
+fn merged_caches_come_from_sys_kernel_slab() {
+    let f = Fixture::standard();
+    f.write(
+        "proc/slabinfo",
+        "slabinfo - version: 2.1\nTCP 26 26 2000 13 8 : tunables 0 0 0\n",
+    );
+    f.write("sys/kernel/slab/filp/slab_size", "200\n");
+    let r = f.report();
+    // TCP 2000 + filp 200 + defaults 832 + 192 + 128 + 64.
+    assert_eq!(r.kernel_bytes_per_socket, 2000 + 200 + 832 + 192 + 128 + 64);
+    assert!(r.kernel_bytes_source.contains("filp 200 (sys/kernel/slab)"));
+    assert!(r.kernel_bytes_source.contains("dentry 192 (default)"));
+}
+
+#[test]
+fn empty_root_is_unknown_not_a_panic() {
+    let r = Fixture::empty().report();
+    assert_eq!(r.ceiling, Roles::default());
+    assert_eq!(r.binding, Roles::default());
+    assert_eq!(r.kernel_bytes_source, "default");
+    let memory = row(&r, "memory");
+    assert!(memory.is_unknown());
+    assert!(memory.note.as_deref().unwrap().starts_with("unknown: "));
+    assert!(r.notes.iter().any(|n| n == "memory unknown, skipped"));
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.starts_with("capabilities unknown"))
+    );
+    assert!(render::render(&r).contains("(no known limit)"));
+}
+
+#[test]
+fn malformed_files_are_unknown() {
+    let f = Fixture::standard();
+    f.write("proc/self/limits", "Max open files  lots  more  files\n");
+    f.write("proc/meminfo", "MemTotal: many kB\n");
+    f.sysctl("net.ipv4.ip_local_port_range", "60999 32768");
+    f.sysctl("net.ipv4.ip_local_reserved_ports", "80-x");
+    f.sysctl("fs.epoll.max_user_watches", "");
+    f.write("proc/slabinfo", "garbage\n\n TCP\n");
+    let r = f.report();
+    for name in [
+        "RLIMIT_NOFILE",
+        "memory",
+        "net.ipv4.ip_local_port_range",
+        "fs.epoll.max_user_watches",
+        "RLIMIT_NPROC",
+    ] {
+        let l = row(&r, name);
+        assert!(l.is_unknown(), "{name}");
+        assert_eq!(l.allows, Roles::default(), "{name}");
+        assert!(
+            l.note.as_deref().unwrap().starts_with("unknown: "),
+            "{name}"
+        );
+    }
+    assert_eq!(r.kernel_bytes_per_socket, probe::DEFAULT_BYTES_PER_SOCKET);
+    assert_eq!(r.ceiling.server, Some(999_000));
+    assert_eq!(r.ceiling.client, Some(999_000));
+
+    // A bad reserved list alone keeps the range, with the reason noted.
+    let f = Fixture::standard();
+    f.sysctl("net.ipv4.ip_local_reserved_ports", "80-x");
+    let r = f.report();
+    let ports = row(&r, "net.ipv4.ip_local_port_range");
+    assert_eq!(ports.allows.client, Some(1000));
+    assert!(
+        ports
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("reserved ports unknown")
+    );
+}
+
+#[test]
+fn unlimited_hard_limit_counts_as_nr_open() {
+    let f = Fixture::standard();
+    f.write(
+        "proc/self/limits",
+        "Max processes unlimited unlimited processes\nMax open files 1024 unlimited files\n",
+    );
+    let r = f.report();
+    // (1048576 - 64) x min(threads-max 100000, pid_max 4194304).
+    let total = (1_048_576 - 64) * 100_000;
+    assert_eq!(
+        row(&r, "RLIMIT_NOFILE").allows,
+        roles(total, total, total / 2)
+    );
+}
+
+#[test]
+fn table_marks_binding_rows() {
+    let text = render::render(&Fixture::standard().report());
+    let line = text.lines().find(|l| l.starts_with("fs.file-max")).unwrap();
+    assert!(line.starts_with("fs.file-max *"), "{line}");
+    assert!(line.contains("*999,000"), "{line}");
+    assert!(text.contains("bound by net.ipv4.ip_local_port_range"));
+}
+
+#[test]
+fn reserved_ports_inside_range() {
+    assert_eq!(usable_ports(10_000, 10_999, &[]), 1000);
+    assert_eq!(usable_ports(10_000, 10_999, &[(10_000, 10_000)]), 999);
+    assert_eq!(
+        usable_ports(10_000, 10_999, &[(8080, 8080), (10_500, 10_501)]),
+        998
+    );
+    // Overlapping and straddling entries count once.
+    assert_eq!(
+        usable_ports(10_000, 10_999, &[(9_990, 10_009), (10_005, 10_019)]),
+        980
+    );
+    assert_eq!(usable_ports(32_768, 60_999, &[]), 28_232);
+}
+
+#[test]
+fn margins() {
+    assert_eq!(margin(16 << 30), (16u64 << 30) / 10);
+    assert_eq!(margin(1 << 30), 256 << 20);
+}

@@ -1,0 +1,166 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `tcpmax doctor` through the binary: the JSON report against its schema,
+//! on this machine and on fixture trees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn tcpmax(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn schema() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/doctor.schema.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn validate(report: &Value) {
+    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{report:#}");
+}
+
+fn json_report(args: &[&str]) -> Value {
+    let mut all = vec!["doctor", "--json", "-"];
+    all.extend_from_slice(args);
+    let out = tcpmax(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate(&report);
+    report
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tcpmax-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.0.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn root(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn this_machine_matches_the_schema() {
+    let report = json_report(&[]);
+    for role in ["server", "client", "loopback"] {
+        assert!(report["ceiling"][role].is_u64(), "ceiling.{role}");
+        assert!(report["binding"][role].is_string(), "binding.{role}");
+    }
+    assert!(report["kernel_bytes_per_socket"].as_u64().unwrap() > 0);
+    let names: Vec<&str> = report["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "RLIMIT_NOFILE",
+        "fs.file-max",
+        "fs.epoll.max_user_watches",
+        "memory",
+        "net.ipv4.ip_local_port_range",
+        "net.core.somaxconn",
+        "net.netfilter.nf_conntrack_max",
+        "RLIMIT_NPROC",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+}
+
+#[test]
+fn fixture_tree_gives_exact_numbers() {
+    let dir = TempDir::new("doctor-fixture");
+    dir.write(
+        "proc/self/limits",
+        "Max processes 2000 2000 processes\nMax open files 1024 4096 files\n",
+    );
+    dir.write("proc/self/status", "CapEff:\t0000000000000000\n");
+    dir.write(
+        "proc/meminfo",
+        "MemTotal: 16777216 kB\nMemFree: 12582912 kB\nCached: 2097152 kB\n",
+    );
+    dir.write("proc/sys/fs/file-max", "1000000\n");
+    dir.write("proc/sys/fs/file-nr", "1000 0 1000000\n");
+    dir.write("proc/sys/net/ipv4/ip_local_port_range", "10000 10999\n");
+    dir.write("proc/sys/net/ipv4/ip_local_reserved_ports", "10100,10500\n");
+    let report = json_report(&["--root", dir.root()]);
+    assert_eq!(report["kernel_bytes_per_socket"], 4200);
+    assert_eq!(report["kernel_bytes_source"], "default");
+    assert_eq!(report["ceiling"]["server"], 999_000);
+    assert_eq!(report["ceiling"]["client"], 998);
+    assert_eq!(report["ceiling"]["loopback"], 499_500);
+    assert_eq!(report["binding"]["server"], "fs.file-max");
+    assert_eq!(report["binding"]["client"], "net.ipv4.ip_local_port_range");
+    let memory = report["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "memory")
+        .unwrap();
+    // (14 GiB - 1.6 GiB) / 4,200 B.
+    assert_eq!(memory["allows"]["server"], 3_170_094);
+    assert_eq!(memory["allows"]["loopback"], 1_585_047);
+}
+
+#[test]
+fn empty_root_reports_unknown() {
+    let dir = TempDir::new("doctor-empty");
+    let report = json_report(&["--root", dir.root()]);
+    assert!(report["ceiling"]["server"].is_null());
+    assert!(
+        report["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["value"].is_null())
+    );
+    let out = tcpmax(&["doctor", "--root", dir.root()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("unknown"), "{text}");
+}
+
+#[test]
+fn table_and_json_file_together() {
+    let dir = TempDir::new("doctor-json-file");
+    let dest = dir.0.join("doctor.json");
+    let out = tcpmax(&["doctor", "--json", dest.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("limit "), "{text}");
+    assert!(text.contains("\nCeiling"), "{text}");
+    assert!(text.contains("bound by"), "{text}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dest).unwrap()).unwrap();
+    validate(&report);
+}
