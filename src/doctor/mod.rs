@@ -35,7 +35,8 @@
 //!   of [`crate::procfs::Meminfo::really_free`]; server = client = sockets,
 //!   loopback = sockets / 2. The bytes per socket sum one object of each
 //!   cache in [`probe::SOCKET_CACHES`] (`TCP`, `sock_inode_cache`, `filp`,
-//!   `dentry`, `eventpoll_epi`, `eventpoll_pwq`), read from `proc/slabinfo`,
+//!   `dentry`, `eventpoll_epi`, `eventpoll_pwq`), read from `proc/slabinfo`
+//!   (object size including its share of the slab page),
 //!   else `sys/kernel/slab/NAME/slab_size` (merged caches), else a per-cache
 //!   default; with no `TCP` cache at all it is 4,200 bytes.
 //! - **net.ipv4.ip_local_port_range**: `hi - lo + 1` minus the reserved

@@ -119,8 +119,10 @@ fn roles(server: u64, client: u64, loopback: u64) -> Roles<Option<u64>> {
 #[test]
 fn standard_fixture_arithmetic() {
     let r = Fixture::standard().report();
-    assert_eq!(r.kernel_bytes_per_socket, 3_400);
-    assert!(r.kernel_bytes_source.contains("TCP 2000 (slabinfo)"));
+    // Slab-page shares: TCP 8x4096/13 = 2520, sock_inode_cache 4x4096/19 = 862,
+    // filp 200, dentry 200, eventpoll_epi 128, eventpoll_pwq 4096/56 = 73.
+    assert_eq!(r.kernel_bytes_per_socket, 3_983);
+    assert!(r.kernel_bytes_source.contains("TCP 2520 (slabinfo)"));
     // (4096 - 64) per table x min(2000, 100000, 4194304) tables.
     assert_eq!(
         row(&r, "RLIMIT_NOFILE").allows,
@@ -135,10 +137,10 @@ fn standard_fixture_arithmetic() {
         row(&r, "fs.epoll.max_user_watches").allows,
         roles(3_000_000, 3_000_000, 1_500_000)
     );
-    // (14 GiB - 16 GiB / 10) / 3,400.
+    // (14 GiB - 16 GiB / 10) / 3,983.
     assert_eq!(
         row(&r, "memory").allows,
-        roles(3_915_999, 3_915_999, 1_957_999)
+        roles(3_342_806, 3_342_806, 1_671_403)
     );
     // 1,000 ports minus 10100 and 10500 (8080 is outside the range).
     let ports = row(&r, "net.ipv4.ip_local_port_range");
@@ -170,7 +172,7 @@ fn standard_fixture_arithmetic() {
         vec![Role::Server, Role::Loopback]
     );
     assert!(r.notes.iter().any(|n| n.contains("lacks CAP_SYS_ADMIN")));
-    assert!(r.notes.iter().any(|n| n.contains("TCPv6 cache: 2200 B")));
+    assert!(r.notes.iter().any(|n| n.contains("TCPv6 cache: 2520 B")));
 }
 
 #[test]
@@ -210,7 +212,7 @@ fn cap_sys_admin_is_exempt_from_file_max() {
 
     f.sysctl("fs.epoll.max_user_watches", "10000000");
     let r = f.report();
-    assert_eq!(r.ceiling, roles(3_915_999, 998, 1_957_999));
+    assert_eq!(r.ceiling, roles(3_342_806, 998, 1_671_403));
     assert_eq!(r.binding.loopback.as_deref(), Some("memory"));
 }
 
@@ -260,8 +262,8 @@ fn merged_caches_come_from_sys_kernel_slab() {
     );
     f.write("sys/kernel/slab/filp/slab_size", "200\n");
     let r = f.report();
-    // TCP 2000 + filp 200 + defaults 832 + 192 + 128 + 64.
-    assert_eq!(r.kernel_bytes_per_socket, 2000 + 200 + 832 + 192 + 128 + 64);
+    // TCP 2520 (8 pages / 13) + filp 200 + defaults 832 + 192 + 128 + 64.
+    assert_eq!(r.kernel_bytes_per_socket, 2520 + 200 + 832 + 192 + 128 + 64);
     assert!(r.kernel_bytes_source.contains("filp 200 (sys/kernel/slab)"));
     assert!(r.kernel_bytes_source.contains("dentry 192 (default)"));
 }
