@@ -231,13 +231,14 @@ fn announce(
 
 fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool) {
     let line = format!(
-        "[{:>5}s] conns {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | errors: {}",
+        "[{:>5}s] conns {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | errors: {}",
         up.as_secs(),
         group(t.open),
         group(rate as u64),
         group(t.closed),
         group(t.refused_max_conns),
         group(t.refused_memory),
+        group(t.backpressured),
         t.errors.summary()
     );
     if tty {

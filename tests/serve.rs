@@ -1,0 +1,394 @@
+//! `tcpmax serve` driven as a binary, on real loopback sockets (port 0).
+//! Tests wait on the server's own events: its announce lines on stdout and
+//! its once-a-second status lines on stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    status: Receiver<String>,
+    stdout_rest: Receiver<String>,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--status"])
+            .args(if extra.contains(&"--shards") {
+                &[][..]
+            } else {
+                &["--shards", "2"][..]
+            })
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpmax serve");
+        let stdout = lines(child.stdout.take().unwrap());
+        let status = lines(child.stderr.take().unwrap());
+        let mut addr = None;
+        loop {
+            let line = stdout.recv_timeout(LIMIT).expect("serve announces itself");
+            if let Some(rest) = line.strip_prefix("listening ") {
+                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+            if line.starts_with("shards ") {
+                break;
+            }
+        }
+        Serve {
+            child,
+            addr: addr.expect("a listening line"),
+            status,
+            stdout_rest: stdout,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a status line for which `pred` holds; returns it.
+    fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .status
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no status line with {what}"));
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn until_conns(&self, n: u64) -> String {
+        let want = format!("conns {} |", group(n));
+        self.until(&want, |l| l.contains(&want))
+    }
+
+    fn stop(mut self, signal: &str) -> (std::process::ExitStatus, String) {
+        Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        while let Ok(l) = self.stdout_rest.recv_timeout(Duration::from_secs(5)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        (status, out)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn group(n: u64) -> String {
+    tcpmax::units::group(n)
+}
+
+/// Descriptors open in every fd table of a process (one per thread here).
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_dir(t.ok()?.path().join("fd")).ok())
+        .map(|d| d.count())
+        .sum()
+}
+
+fn rss_anon_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Sockets in TIME_WAIT whose local port is `port`.
+fn time_wait_on(port: u16) -> usize {
+    let t = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    t.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            f[3] == "06" && local_port == Some(port)
+        })
+        .count()
+}
+
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn echo_survives_partial_reads_and_writes() {
+    let srv = Serve::start(&["--mode", "echo"]);
+    let mut seed = 42;
+    let data: Vec<u8> = (0..4 << 20).map(|_| xorshift(&mut seed) as u8).collect();
+    let mut conn = TcpStream::connect(srv.addr).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sent = data.clone();
+    let w = std::thread::spawn(move || {
+        let mut seed = 7;
+        let mut off = 0;
+        while off < sent.len() {
+            let n = (1 + xorshift(&mut seed) % 9000) as usize;
+            let end = (off + n).min(sent.len());
+            writer.write_all(&sent[off..end]).unwrap();
+            off = end;
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = [0u8; 777];
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    w.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "echo returns the same bytes in order");
+}
+
+#[test]
+fn backpressure_bounds_server_memory() {
+    let srv = Serve::start(&["--mode", "echo"]);
+    srv.until("a first status line", |_| true);
+    let before = rss_anon_kib(srv.pid());
+    let conn = TcpStream::connect(srv.addr).unwrap();
+    conn.set_nonblocking(true).unwrap();
+    let mut w = &conn;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut sent = 0usize;
+    // Send without ever reading until the status line shows the server
+    // holding this connection back, the kernel buffers on both sides full.
+    let mut blocked = false;
+    let deadline = Instant::now() + LIMIT;
+    while !blocked && Instant::now() < deadline {
+        match w.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let line = srv.status.recv_timeout(LIMIT).unwrap();
+                blocked = line.contains("backpressured 1 |");
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(
+        blocked,
+        "the server reports the connection as backpressured"
+    );
+    let after = rss_anon_kib(srv.pid());
+    assert!(
+        sent > 1 << 20,
+        "the kernel buffered {sent} bytes before pushing back"
+    );
+    // The server holds at most one 16 KiB chunk for this peer, whatever it sent.
+    assert!(
+        after < before + 1024,
+        "server anonymous RSS grew from {before} KiB to {after} KiB after {sent} bytes"
+    );
+
+    // Reading drains everything in order, and the server resumes.
+    conn.set_nonblocking(false).unwrap();
+    let mut r = &conn;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0usize;
+    while got < sent {
+        let n = r.read(&mut buf).unwrap();
+        assert!(buf[..n].iter().all(|&b| b == 0x5a));
+        got += n;
+    }
+    assert_eq!(got, sent);
+    srv.until("backpressure released", |l| l.contains("backpressured 0 |"));
+}
+
+#[test]
+fn sigint_closes_everything_and_exits_zero() {
+    let srv = Serve::start(&[]);
+    let port = srv.addr.port();
+    let conns: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    srv.until_conns(100);
+    let pid = srv.pid();
+    let (status, out) = srv.stop("-INT");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(out.contains("served"), "final summary printed: {out}");
+    assert!(out.contains("accepted            100"), "{out}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "no process left"
+    );
+    for mut c in conns {
+        let mut b = [0u8; 1];
+        // Reset by the server: an error or end of stream, never a hang.
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
+    }
+    assert_eq!(
+        time_wait_on(port),
+        0,
+        "the server leaves no TIME_WAIT behind"
+    );
+}
+
+#[test]
+fn killing_the_supervisor_kills_every_shard() {
+    let srv = Serve::start(&["--shards", "4"]);
+    let addr = srv.addr;
+    let mut c = TcpStream::connect(addr).unwrap();
+    srv.until_conns(1);
+    let (status, _) = srv.stop("-KILL");
+    assert!(!status.success());
+    // No shard survives to accept or hold anything.
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing listens any more"
+    );
+    let mut b = [0u8; 1];
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
+}
+
+#[test]
+fn hostile_peers_leave_no_descriptor_behind() {
+    let srv = Serve::start(&["--mode", "echo"]);
+    srv.until("a first status line", |_| true);
+    let baseline = fds_of(srv.pid());
+
+    // Garbage, then gone.
+    let mut seed = 3;
+    let garbage: Vec<u8> = (0..64 * 1024).map(|_| xorshift(&mut seed) as u8).collect();
+    TcpStream::connect(srv.addr)
+        .unwrap()
+        .write_all(&garbage)
+        .unwrap();
+    // Half-close: the echo still comes back, then the server closes.
+    let mut half = TcpStream::connect(srv.addr).unwrap();
+    half.write_all(b"abc").unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    half.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"abc");
+    // RST instead of FIN.
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(srv.addr).unwrap();
+        c.write_all(b"x").ok();
+        tcpmax::sys::net::set_linger_zero(c.as_raw_fd()).unwrap();
+    }
+    // A flood of connect-then-close.
+    for _ in 0..2000 {
+        drop(TcpStream::connect(srv.addr).unwrap());
+    }
+    // A peer that never reads, then vanishes.
+    let vanish = TcpStream::connect(srv.addr).unwrap();
+    vanish.set_nonblocking(true).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    for _ in 0..256 {
+        if (&vanish).write(&chunk).is_err() {
+            break;
+        }
+    }
+    drop(vanish);
+
+    let line = srv.until_conns(0);
+    assert!(line.contains("errors:"), "{line}");
+    assert_eq!(
+        fds_of(srv.pid()),
+        baseline,
+        "descriptors back to the baseline"
+    );
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+        .args(["serve", "--listen", &addr.to_string(), "--shards", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("EADDRINUSE"), "{err}");
+}
+
+#[test]
+fn tcp_and_udp_share_one_port_number() {
+    let srv = Serve::start(&["--udp"]);
+    let mut t = TcpStream::connect(srv.addr).unwrap();
+    t.write_all(b"tcp").unwrap();
+    let mut b = [0u8; 3];
+    t.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"tcp");
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(LIMIT)).unwrap();
+    u.send_to(b"udp", srv.addr).unwrap();
+    let mut b = [0u8; 16];
+    let (n, from) = u.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"udp");
+    assert_eq!(
+        from, srv.addr,
+        "the same IP and port number, another protocol"
+    );
+}
+
+#[test]
+fn max_conns_refuses_and_counts() {
+    let srv = Serve::start(&["--max-conns", "5"]);
+    let mut conns: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(srv.addr).unwrap())
+        .collect();
+    let line = srv.until("3 refusals", |l| l.contains("refused 3 max-conns"));
+    assert!(line.contains("conns 5 |"), "{line}");
+    // Exactly three of the eight were reset; the others are held open.
+    let mut reset = 0;
+    for c in &mut conns {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => reset += 1,
+        }
+    }
+    assert_eq!(reset, 3);
+}
