@@ -17,6 +17,7 @@
 //! | [`cli`] | clap definitions of the subcommands and dispatch |
 //! | [`error`] | typed library errors and their exit codes |
 //! | [`units`] | `10k`, `1M`, `30s`, `64KiB`, `85%` parsers and number formatting |
+//! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
 //! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests) |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod machine;
 pub mod output;
 pub mod procfs;
 pub mod serve;
