@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench serve_hold -- --count 500k --json docs/bench/serve_hold.json`
 
-#[path = "util.rs"]
+#[path = "common/mod.rs"]
 mod util;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,14 +25,17 @@ fn main() -> Result<(), String> {
     let plan = sizing::plan(count, nofile.soft, sizing::cores());
 
     let server = ServeChild::start(&["--mode", "echo", "--max-conns", &count.to_string()])?;
-    server.next_conns(Duration::from_secs(10)).ok_or("no status line")?;
+    server
+        .next_conns(Duration::from_secs(10))
+        .ok_or("no status line")?;
     let server_rss_idle = machine::rss_anon(server.pid()).unwrap_or(0);
     let (slab_before, free_before) = machine::kernel_memory().ok_or("meminfo")?;
     let client_rss_before = machine::rss_anon(std::process::id()).unwrap_or(0);
 
     // 10,000 connections per source IP: far under 40% of the port range.
-    let sources: Vec<IpAddr> =
-        (0..count.div_ceil(10_000)).map(|i| IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))).collect();
+    let sources: Vec<IpAddr> = (0..count.div_ceil(10_000))
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)))
+        .collect();
     let config = ClientConfig {
         targets: vec![server.addr],
         sources,
@@ -44,26 +47,43 @@ fn main() -> Result<(), String> {
         ping_rate: 0.0,
         close: CloseMode::Rst,
     };
-    eprintln!("opening {count} connections over {} shards per side", plan.shards);
+    eprintln!(
+        "opening {count} connections over {} shards per side",
+        plan.shards
+    );
     let t0 = Instant::now();
     let mut client = Client::start(&config).map_err(|e| e.to_string())?;
     let settled = client.wait_settled(Duration::from_secs(600));
     let client_done = t0.elapsed();
-    let seen = server.until_conns(Duration::from_secs(60), |n| n >= settled.opened).ok_or("server never saw them all")?;
+    let seen = server
+        .until_conns(Duration::from_secs(60), |n| n >= settled.opened)
+        .ok_or("server never saw them all")?;
     let ramp = seen.duration_since(t0);
     let server_rss = machine::rss_anon(server.pid()).unwrap_or(0);
     let client_rss = machine::rss_anon(std::process::id()).unwrap_or(0);
     let (slab_after, free_after) = machine::kernel_memory().ok_or("meminfo")?;
     let held = settled.open;
-    eprintln!("held {held} in {:.1}s; failures: {}", ramp.as_secs_f64(), settled.errors.summary());
+    eprintln!(
+        "held {held} in {:.1}s; failures: {}",
+        ramp.as_secs_f64(),
+        settled.errors.summary()
+    );
 
     let t_down = Instant::now();
     let (fin, _) = client.stop();
-    server.until_conns(Duration::from_secs(120), |n| n == 0).ok_or("server did not drain")?;
+    server
+        .until_conns(Duration::from_secs(120), |n| n == 0)
+        .ok_or("server did not drain")?;
     let teardown = t_down.elapsed();
     server.stop()?;
 
-    let per = |bytes: u64| if held == 0 { 0.0 } else { bytes as f64 / held as f64 };
+    let per = |bytes: u64| {
+        if held == 0 {
+            0.0
+        } else {
+            bytes as f64 / held as f64
+        }
+    };
     let report = json!({
         "benchmark": "serve_hold",
         "target": count,
@@ -95,7 +115,10 @@ fn main() -> Result<(), String> {
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&out, text + "\n").map_err(|e| format!("writing {out}: {e}"))?;
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -33,7 +33,10 @@ impl Machine {
     /// Reads the facts of the machine this process runs on.
     pub fn read() -> Machine {
         let fs = ProcFs::default();
-        let kernel = fs.read("proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+        let kernel = fs
+            .read("proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         let cpu_model = fs
             .read("proc/cpuinfo")
             .ok()
@@ -86,7 +89,12 @@ fn format_utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Anonymous resident memory of process `pid` (`RssAnon`), in bytes.
