@@ -17,11 +17,7 @@ fn main() {
         .output()
         .ok()
         .is_some_and(|o| !o.stdout.is_empty());
-    let suffix = if dirty && commit != "unknown" {
-        "-dirty"
-    } else {
-        ""
-    };
+    let suffix = if dirty && commit != "unknown" { "-dirty" } else { "" };
     println!("cargo:rustc-env=TCPMAX_COMMIT={commit}{suffix}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");

@@ -25,9 +25,7 @@ fn main() -> Result<(), String> {
     let plan = sizing::plan(count, nofile.soft, sizing::cores());
 
     let server = ServeChild::start(&["--mode", "echo", "--max-conns", &count.to_string()])?;
-    server
-        .next_conns(Duration::from_secs(10))
-        .ok_or("no status line")?;
+    server.next_conns(Duration::from_secs(10)).ok_or("no status line")?;
     let server_rss_idle = machine::rss_anon(server.pid()).unwrap_or(0);
     let (slab_before, free_before) = machine::kernel_memory().ok_or("meminfo")?;
     let client_rss_before = machine::rss_anon(std::process::id()).unwrap_or(0);
@@ -47,42 +45,28 @@ fn main() -> Result<(), String> {
         ping_rate: 0.0,
         close: CloseMode::Rst,
     };
-    eprintln!(
-        "opening {count} connections over {} shards per side",
-        plan.shards
-    );
+    eprintln!("opening {count} connections over {} shards per side", plan.shards);
     let t0 = Instant::now();
     let mut client = Client::start(&config).map_err(|e| e.to_string())?;
     let settled = client.wait_settled(Duration::from_secs(600));
     let client_done = t0.elapsed();
-    let seen = server
-        .until_conns(Duration::from_secs(60), |n| n >= settled.opened)
-        .ok_or("server never saw them all")?;
+    let seen =
+        server.until_conns(Duration::from_secs(60), |n| n >= settled.opened).ok_or("server never saw them all")?;
     let ramp = seen.duration_since(t0);
     let server_rss = machine::rss_anon(server.pid()).unwrap_or(0);
     let client_rss = machine::rss_anon(std::process::id()).unwrap_or(0);
     let (slab_after, free_after) = machine::kernel_memory().ok_or("meminfo")?;
     let held = settled.open;
-    eprintln!(
-        "held {held} in {:.1}s; failures: {}",
-        ramp.as_secs_f64(),
-        settled.errors.summary()
-    );
+    eprintln!("held {held} in {:.1}s; failures: {}", ramp.as_secs_f64(), settled.errors.summary());
 
     let t_down = Instant::now();
     let (fin, _) = client.stop();
-    server
-        .until_conns(Duration::from_secs(120), |n| n == 0)
-        .ok_or("server did not drain")?;
+    server.until_conns(Duration::from_secs(120), |n| n == 0).ok_or("server did not drain")?;
     let teardown = t_down.elapsed();
     server.stop()?;
 
     let per = |bytes: u64| {
-        if held == 0 {
-            0.0
-        } else {
-            bytes as f64 / held as f64
-        }
+        if held == 0 { 0.0 } else { bytes as f64 / held as f64 }
     };
     let report = json!({
         "benchmark": "serve_hold",
@@ -115,10 +99,7 @@ fn main() -> Result<(), String> {
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&out, text + "\n").map_err(|e| format!("writing {out}: {e}"))?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     Ok(())
 }
 

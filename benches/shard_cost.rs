@@ -23,8 +23,7 @@ fn idle_rss(shards: usize) -> Result<u64, String> {
 }
 
 fn main() -> Result<(), String> {
-    let n: usize = util::arg("--shards")
-        .map_or(Ok(32), |v| v.parse().map_err(|e| format!("--shards: {e}")))?;
+    let n: usize = util::arg("--shards").map_or(Ok(32), |v| v.parse().map_err(|e| format!("--shards: {e}")))?;
     let out = util::arg("--json").unwrap_or_else(|| "shard_cost.json".into());
 
     // Threads: one process with 1 shard, then with n; the difference is n-1 shards.
@@ -39,10 +38,7 @@ fn main() -> Result<(), String> {
         s.next_conns(Duration::from_secs(10)).ok_or("no status")?;
         procs.push(s);
     }
-    let total: u64 = procs
-        .iter()
-        .filter_map(|p| machine::rss_anon(p.pid()))
-        .sum();
+    let total: u64 = procs.iter().filter_map(|p| machine::rss_anon(p.pid())).sum();
     let per_process = total as f64 / n as f64;
     for p in procs {
         p.stop()?;

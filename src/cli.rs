@@ -41,8 +41,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The exit code for an error: 2 when the input must change, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    let input = err
-        .chain()
-        .any(|e| e.downcast_ref::<Error>().is_some_and(Error::is_input));
+    let input = err.chain().any(|e| e.downcast_ref::<Error>().is_some_and(Error::is_input));
     if input { 2 } else { 1 }
 }

@@ -50,10 +50,7 @@ pub enum Error {
 impl Error {
     /// Wraps an OS error with what was being done.
     pub fn os(what: impl Into<String>, source: io::Error) -> Error {
-        Error::Os {
-            what: what.into(),
-            source,
-        }
+        Error::Os { what: what.into(), source }
     }
 
     /// True for errors the user fixes by changing the input (exit code 2).

@@ -33,10 +33,7 @@ impl Machine {
     /// Reads the facts of the machine this process runs on.
     pub fn read() -> Machine {
         let fs = ProcFs::default();
-        let kernel = fs
-            .read("proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let kernel = fs.read("proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
         let cpu_model = fs
             .read("proc/cpuinfo")
             .ok()
@@ -48,10 +45,8 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown".into());
         let nofile = process::getrlimit(Resource::NoFile).ok();
-        let port_range = fs
-            .sysctl_values("net.ipv4.ip_local_port_range")
-            .ok()
-            .and_then(|v| (v.len() == 2).then(|| (v[0], v[1])));
+        let port_range =
+            fs.sysctl_values("net.ipv4.ip_local_port_range").ok().and_then(|v| (v.len() == 2).then(|| (v[0], v[1])));
         Machine {
             kernel,
             cpu_model,
@@ -69,10 +64,7 @@ impl Machine {
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no
 /// time-zone database needed for UTC).
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format_utc(secs)
 }
 
@@ -89,12 +81,7 @@ fn format_utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Anonymous resident memory of process `pid` (`RssAnon`), in bytes.

@@ -35,10 +35,7 @@ pub fn is_stdout(dest: Option<&Path>) -> bool {
 }
 
 fn tmp_path(dest: &Path) -> PathBuf {
-    let mut name = dest
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".tmp");
     dest.with_file_name(name)
 }
@@ -55,8 +52,5 @@ pub fn stdout_is_tty() -> bool {
 
 /// True when the error chain ends in a broken pipe (`tcpmax doctor | head`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-    })
+    err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
 }

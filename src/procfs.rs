@@ -106,10 +106,7 @@ impl ProcFs {
     /// /proc/meminfo, in bytes.
     pub fn meminfo(&self) -> Result<Meminfo, ReadError> {
         let text = self.read("proc/meminfo")?;
-        Meminfo::parse(&text).map_err(|what| ReadError::Malformed {
-            path: self.path("proc/meminfo"),
-            what,
-        })
+        Meminfo::parse(&text).map_err(|what| ReadError::Malformed { path: self.path("proc/meminfo"), what })
     }
 }
 
@@ -218,9 +215,6 @@ mod tests {
 
     #[test]
     fn sysctl_names() {
-        assert_eq!(
-            ProcFs::sysctl_rel("net.core.somaxconn"),
-            "proc/sys/net/core/somaxconn"
-        );
+        assert_eq!(ProcFs::sysctl_rel("net.core.somaxconn"), "proc/sys/net/core/somaxconn");
     }
 }

@@ -10,21 +10,9 @@ use std::time::Duration;
 /// (`m` is "million" for a count), `1.5M`, `1_000_000`.
 pub fn parse_count(s: &str) -> Result<u64, String> {
     let t = s.trim().replace('_', "");
-    let (num, mult) = split_suffix(
-        &t,
-        &[
-            ("k", 1e3),
-            ("K", 1e3),
-            ("m", 1e6),
-            ("M", 1e6),
-            ("g", 1e9),
-            ("G", 1e9),
-        ],
-    )
-    .ok_or_else(|| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
+    let (num, mult) = split_suffix(&t, &[("k", 1e3), ("K", 1e3), ("m", 1e6), ("M", 1e6), ("g", 1e9), ("G", 1e9)])
+        .ok_or_else(|| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
+    let v: f64 = num.parse().map_err(|_| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
     to_u64(v * mult, s)
 }
 
@@ -32,8 +20,7 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let err = || format!("`{s}` is not a duration (examples: 500ms, 30s, 2m, 1h)");
-    let (num, mult) =
-        split_suffix(t, &[("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]).ok_or_else(err)?;
+    let (num, mult) = split_suffix(t, &[("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]).ok_or_else(err)?;
     let v: f64 = num.parse().map_err(|_| err())?;
     let secs = v * mult;
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
@@ -94,10 +81,7 @@ impl MemoryLimit {
 pub fn parse_memory_limit(s: &str) -> Result<MemoryLimit, String> {
     let t = s.trim();
     if let Some(p) = t.strip_suffix('%') {
-        let v: f64 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a percentage (example: 85%)"))?;
+        let v: f64 = p.trim().parse().map_err(|_| format!("`{s}` is not a percentage (example: 85%)"))?;
         if !(v > 0.0 && v <= 100.0) {
             return Err(format!("`{s}`: a percentage of memory must be in (0, 100]"));
         }
@@ -129,10 +113,7 @@ impl CountOrPercent {
 pub fn parse_count_or_percent(s: &str) -> Result<CountOrPercent, String> {
     let t = s.trim();
     if let Some(p) = t.strip_suffix('%') {
-        let v: f64 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a percentage (example: 1%)"))?;
+        let v: f64 = p.trim().parse().map_err(|_| format!("`{s}` is not a percentage (example: 1%)"))?;
         if !(0.0..=100.0).contains(&v) {
             return Err(format!("`{s}`: a percentage must be in [0, 100]"));
         }
@@ -163,11 +144,7 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 /// Splits a trailing unit from its number; the longest matching suffix wins.
@@ -186,11 +163,7 @@ fn split_suffix<'a>(s: &'a str, table: &[(&str, f64)]) -> Option<(&'a str, f64)>
     }
     let (num, mult) = best.unwrap_or((s, 1.0));
     let num = num.trim();
-    if num.is_empty() {
-        None
-    } else {
-        Some((num, mult))
-    }
+    if num.is_empty() { None } else { Some((num, mult)) }
 }
 
 fn to_u64(v: f64, original: &str) -> Result<u64, String> {
@@ -251,10 +224,7 @@ mod tests {
     #[test]
     fn memory_limits() {
         assert_eq!(parse_memory_limit("85%"), Ok(MemoryLimit::Percent(85.0)));
-        assert_eq!(
-            parse_memory_limit("20GiB"),
-            Ok(MemoryLimit::Bytes(20 << 30))
-        );
+        assert_eq!(parse_memory_limit("20GiB"), Ok(MemoryLimit::Bytes(20 << 30)));
         assert!(parse_memory_limit("0%").is_err());
         assert!(parse_memory_limit("101%").is_err());
         assert_eq!(MemoryLimit::Percent(50.0).bytes_of(1000), 500);
@@ -262,14 +232,8 @@ mod tests {
 
     #[test]
     fn percents() {
-        assert_eq!(
-            parse_count_or_percent("1%"),
-            Ok(CountOrPercent::Percent(1.0))
-        );
-        assert_eq!(
-            parse_count_or_percent("10k"),
-            Ok(CountOrPercent::Count(10_000))
-        );
+        assert_eq!(parse_count_or_percent("1%"), Ok(CountOrPercent::Percent(1.0)));
+        assert_eq!(parse_count_or_percent("10k"), Ok(CountOrPercent::Count(10_000)));
         assert_eq!(CountOrPercent::Percent(1.0).of(100_000), 1000);
     }
 

@@ -8,29 +8,20 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn tcpmax(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tcpmax"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tcpmax")).args(args).output().unwrap()
 }
 
 fn json(args: &[&str]) -> Value {
     let mut all = vec!["calc", "--json", "-"];
     all.extend_from_slice(args);
     let out = tcpmax(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let value: Value = serde_json::from_slice(&out.stdout).unwrap();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/calc.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+    let errors: Vec<String> =
+        validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "{errors:#?}\n{value:#}");
     value
 }
@@ -45,23 +36,11 @@ fn empty_root(name: &str) -> PathBuf {
 #[test]
 fn one_client_ip_one_port_with_the_default_range() {
     let root = empty_root("calc-default");
-    let v = json(&[
-        "--client-ips",
-        "1",
-        "--server-ports",
-        "1",
-        "--root",
-        root.to_str().unwrap(),
-    ]);
+    let v = json(&["--client-ips", "1", "--server-ports", "1", "--root", root.to_str().unwrap()]);
     assert_eq!(v["port_range"]["lo"], 32768);
     assert_eq!(v["port_range"]["hi"], 60999);
     assert_eq!(v["port_range"]["size"], 28232);
-    assert!(
-        v["port_range"]["source"]
-            .as_str()
-            .unwrap()
-            .starts_with("Linux default")
-    );
+    assert!(v["port_range"]["source"].as_str().unwrap().starts_with("Linux default"));
     assert_eq!(v["per_pair"]["connections"], 28232);
     assert_eq!(v["total"]["connections"], 28232);
     let _ = std::fs::remove_dir_all(root);
@@ -73,27 +52,13 @@ fn sixteen_server_ports_from_one_client_ip() {
     assert_eq!(v["per_pair"]["connections"], 28232);
     assert_eq!(v["per_client_host"]["connections"], 451_712);
     assert_eq!(v["total"]["connections"], 451_712);
-    assert!(
-        v["total"]["formula"]
-            .as_str()
-            .unwrap()
-            .contains("16 server ports × 28,232 ports = 451,712")
-    );
-    assert_eq!(
-        v["theoretical_server_max_ipv4"],
-        "2^48 = 281,474,976,710,656"
-    );
+    assert!(v["total"]["formula"].as_str().unwrap().contains("16 server ports × 28,232 ports = 451,712"));
+    assert_eq!(v["theoretical_server_max_ipv4"], "2^48 = 281,474,976,710,656");
 }
 
 #[test]
 fn text_output_names_the_formulas() {
-    let out = tcpmax(&[
-        "calc",
-        "--server-ports",
-        "16",
-        "--port-range",
-        "32768-60999",
-    ]);
+    let out = tcpmax(&["calc", "--server-ports", "16", "--port-range", "32768-60999"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("451,712"), "{text}");

@@ -8,10 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn tcpmax(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tcpmax"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tcpmax")).args(args).output().unwrap()
 }
 
 fn schema() -> Value {
@@ -21,10 +18,8 @@ fn schema() -> Value {
 
 fn validate(report: &Value) {
     let validator = jsonschema::validator_for(&schema()).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(report)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+    let errors: Vec<String> =
+        validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "{errors:#?}\n{report:#}");
 }
 
@@ -32,11 +27,7 @@ fn json_report(args: &[&str]) -> Value {
     let mut all = vec!["doctor", "--json", "-"];
     all.extend_from_slice(args);
     let out = tcpmax(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     validate(&report);
     report
@@ -78,12 +69,7 @@ fn this_machine_matches_the_schema() {
         assert!(report["binding"][role].is_string(), "binding.{role}");
     }
     assert!(report["kernel_bytes_per_socket"].as_u64().unwrap() > 0);
-    let names: Vec<&str> = report["limits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = report["limits"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
     for name in [
         "RLIMIT_NOFILE",
         "fs.file-max",
@@ -101,15 +87,9 @@ fn this_machine_matches_the_schema() {
 #[test]
 fn fixture_tree_gives_exact_numbers() {
     let dir = TempDir::new("doctor-fixture");
-    dir.write(
-        "proc/self/limits",
-        "Max processes 2000 2000 processes\nMax open files 1024 4096 files\n",
-    );
+    dir.write("proc/self/limits", "Max processes 2000 2000 processes\nMax open files 1024 4096 files\n");
     dir.write("proc/self/status", "CapEff:\t0000000000000000\n");
-    dir.write(
-        "proc/meminfo",
-        "MemTotal: 16777216 kB\nMemFree: 12582912 kB\nCached: 2097152 kB\n",
-    );
+    dir.write("proc/meminfo", "MemTotal: 16777216 kB\nMemFree: 12582912 kB\nCached: 2097152 kB\n");
     dir.write("proc/sys/fs/file-max", "1000000\n");
     dir.write("proc/sys/fs/file-nr", "1000 0 1000000\n");
     dir.write("proc/sys/net/ipv4/ip_local_port_range", "10000 10999\n");
@@ -122,12 +102,7 @@ fn fixture_tree_gives_exact_numbers() {
     assert_eq!(report["ceiling"]["loopback"], 499_500);
     assert_eq!(report["binding"]["server"], "fs.file-max");
     assert_eq!(report["binding"]["client"], "net.ipv4.ip_local_port_range");
-    let memory = report["limits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "memory")
-        .unwrap();
+    let memory = report["limits"].as_array().unwrap().iter().find(|l| l["name"] == "memory").unwrap();
     // (14 GiB - 1.6 GiB) / 4,200 B.
     assert_eq!(memory["allows"]["server"], 3_170_094);
     assert_eq!(memory["allows"]["loopback"], 1_585_047);
@@ -138,13 +113,7 @@ fn empty_root_reports_unknown() {
     let dir = TempDir::new("doctor-empty");
     let report = json_report(&["--root", dir.root()]);
     assert!(report["ceiling"]["server"].is_null());
-    assert!(
-        report["limits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["value"].is_null())
-    );
+    assert!(report["limits"].as_array().unwrap().iter().all(|l| l["value"].is_null()));
     let out = tcpmax(&["doctor", "--root", dir.root()]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();

@@ -36,9 +36,7 @@ fn server_until(s: &mut Server, limit: Duration, pred: impl Fn(u64) -> bool) -> 
 }
 
 fn sources(n: u8) -> Vec<IpAddr> {
-    (0..n)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i)))
-        .collect()
+    (0..n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i))).collect()
 }
 
 fn hold(count: u64, ping_rate: f64) {
@@ -73,9 +71,7 @@ fn hold(count: u64, ping_rate: f64) {
     if ping_rate > 0.0 {
         // Hold until some pings came back.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.poll_wait(Duration::from_millis(300)).pongs < 100 && Instant::now() < deadline
-        {
-        }
+        while client.poll_wait(Duration::from_millis(300)).pongs < 100 && Instant::now() < deadline {}
     }
     let (t, hists) = client.stop();
     assert_eq!(t.open, 0);
@@ -86,11 +82,7 @@ fn hold(count: u64, ping_rate: f64) {
         assert!(hists.rtt_us.len() >= 100);
         assert!(hists.rtt_us.value_at_quantile(0.5) > 0);
     }
-    assert_eq!(
-        server_until(&mut srv, Duration::from_secs(30), |o| o == 0),
-        0,
-        "server sees every close"
-    );
+    assert_eq!(server_until(&mut srv, Duration::from_secs(30), |o| o == 0), 0, "server sees every close");
     let fin = srv.shutdown();
     assert_eq!(fin.opened, count);
     assert_eq!(fin.closed, count);

@@ -23,11 +23,7 @@ impl Serve {
     fn start(extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
             .args(["serve", "--listen", "127.0.0.1:0", "--status"])
-            .args(if extra.contains(&"--shards") {
-                &[][..]
-            } else {
-                &["--shards", "2"][..]
-            })
+            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -45,12 +41,7 @@ impl Serve {
                 break;
             }
         }
-        Serve {
-            child,
-            addr: addr.expect("a listening line"),
-            status,
-            stdout_rest: stdout,
-        }
+        Serve { child, addr: addr.expect("a listening line"), status, stdout_rest: stdout }
     }
 
     fn pid(&self) -> u32 {
@@ -62,10 +53,7 @@ impl Serve {
         let deadline = Instant::now() + LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .status
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no status line with {what}"));
+            let line = self.status.recv_timeout(left).unwrap_or_else(|_| panic!("no status line with {what}"));
             if pred(&line) {
                 return line;
             }
@@ -78,10 +66,7 @@ impl Serve {
     }
 
     fn stop(mut self, signal: &str) -> (std::process::ExitStatus, String) {
-        Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
         let status = self.child.wait().unwrap();
         let mut out = String::new();
         while let Ok(l) = self.stdout_rest.recv_timeout(Duration::from_secs(5)) {
@@ -138,10 +123,7 @@ fn time_wait_on(port: u16) -> usize {
         .skip(1)
         .filter(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            let local_port = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
             f[3] == "06" && local_port == Some(port)
         })
         .count()
@@ -211,20 +193,11 @@ fn backpressure_bounds_server_memory() {
             Err(e) => panic!("write: {e}"),
         }
     }
-    assert!(
-        blocked,
-        "the server reports the connection as backpressured"
-    );
+    assert!(blocked, "the server reports the connection as backpressured");
     let after = rss_anon_kib(srv.pid());
-    assert!(
-        sent > 1 << 20,
-        "the kernel buffered {sent} bytes before pushing back"
-    );
+    assert!(sent > 1 << 20, "the kernel buffered {sent} bytes before pushing back");
     // The server holds at most one 16 KiB chunk for this peer, whatever it sent.
-    assert!(
-        after < before + 1024,
-        "server anonymous RSS grew from {before} KiB to {after} KiB after {sent} bytes"
-    );
+    assert!(after < before + 1024, "server anonymous RSS grew from {before} KiB to {after} KiB after {sent} bytes");
 
     // Reading drains everything in order, and the server resumes.
     conn.set_nonblocking(false).unwrap();
@@ -244,30 +217,21 @@ fn backpressure_bounds_server_memory() {
 fn sigint_closes_everything_and_exits_zero() {
     let srv = Serve::start(&[]);
     let port = srv.addr.port();
-    let conns: Vec<TcpStream> = (0..100)
-        .map(|_| TcpStream::connect(srv.addr).unwrap())
-        .collect();
+    let conns: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
     srv.until_conns(100);
     let pid = srv.pid();
     let (status, out) = srv.stop("-INT");
     assert!(status.success(), "exit status {status:?}");
     assert!(out.contains("served"), "final summary printed: {out}");
     assert!(out.contains("accepted            100"), "{out}");
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "no process left"
-    );
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "no process left");
     for mut c in conns {
         let mut b = [0u8; 1];
         // Reset by the server: an error or end of stream, never a hang.
         c.set_read_timeout(Some(LIMIT)).unwrap();
         assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
     }
-    assert_eq!(
-        time_wait_on(port),
-        0,
-        "the server leaves no TIME_WAIT behind"
-    );
+    assert_eq!(time_wait_on(port), 0, "the server leaves no TIME_WAIT behind");
 }
 
 #[test]
@@ -279,10 +243,7 @@ fn killing_the_supervisor_kills_every_shard() {
     let (status, _) = srv.stop("-KILL");
     assert!(!status.success());
     // No shard survives to accept or hold anything.
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "nothing listens any more"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "nothing listens any more");
     let mut b = [0u8; 1];
     c.set_read_timeout(Some(LIMIT)).unwrap();
     assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
@@ -297,10 +258,7 @@ fn hostile_peers_leave_no_descriptor_behind() {
     // Garbage, then gone.
     let mut seed = 3;
     let garbage: Vec<u8> = (0..64 * 1024).map(|_| xorshift(&mut seed) as u8).collect();
-    TcpStream::connect(srv.addr)
-        .unwrap()
-        .write_all(&garbage)
-        .unwrap();
+    TcpStream::connect(srv.addr).unwrap().write_all(&garbage).unwrap();
     // Half-close: the echo still comes back, then the server closes.
     let mut half = TcpStream::connect(srv.addr).unwrap();
     half.write_all(b"abc").unwrap();
@@ -331,11 +289,7 @@ fn hostile_peers_leave_no_descriptor_behind() {
 
     let line = srv.until_conns(0);
     assert!(line.contains("errors:"), "{line}");
-    assert_eq!(
-        fds_of(srv.pid()),
-        baseline,
-        "descriptors back to the baseline"
-    );
+    assert_eq!(fds_of(srv.pid()), baseline, "descriptors back to the baseline");
 }
 
 #[test]
@@ -366,18 +320,13 @@ fn tcp_and_udp_share_one_port_number() {
     let mut b = [0u8; 16];
     let (n, from) = u.recv_from(&mut b).unwrap();
     assert_eq!(&b[..n], b"udp");
-    assert_eq!(
-        from, srv.addr,
-        "the same IP and port number, another protocol"
-    );
+    assert_eq!(from, srv.addr, "the same IP and port number, another protocol");
 }
 
 #[test]
 fn max_conns_refuses_and_counts() {
     let srv = Serve::start(&["--max-conns", "5"]);
-    let mut conns: Vec<TcpStream> = (0..8)
-        .map(|_| TcpStream::connect(srv.addr).unwrap())
-        .collect();
+    let mut conns: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
     let line = srv.until("3 refusals", |l| l.contains("refused 3 max-conns"));
     assert!(line.contains("conns 5 |"), "{line}");
     // Exactly three of the eight were reset; the others are held open.

@@ -30,9 +30,7 @@ impl ServeChild {
         let status = lines(child.stderr.take().ok_or("no stderr")?);
         let mut addr = None;
         loop {
-            let line = stdout
-                .recv_timeout(Duration::from_secs(60))
-                .map_err(|_| "serve did not start".to_string())?;
+            let line = stdout.recv_timeout(Duration::from_secs(60)).map_err(|_| "serve did not start".to_string())?;
             if let Some(rest) = line.strip_prefix("listening ") {
                 addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
@@ -41,12 +39,7 @@ impl ServeChild {
             }
         }
         let addr = addr.ok_or("no listening line")?;
-        Ok(ServeChild {
-            child,
-            addr,
-            status,
-            stdout,
-        })
+        Ok(ServeChild { child, addr, status, stdout })
     }
 
     pub fn pid(&self) -> u32 {
@@ -57,11 +50,7 @@ impl ServeChild {
     pub fn next_conns(&self, limit: Duration) -> Option<u64> {
         let line = self.status.recv_timeout(limit).ok()?;
         let rest = line.split("conns ").nth(1)?;
-        rest.split_whitespace()
-            .next()?
-            .replace(',', "")
-            .parse()
-            .ok()
+        rest.split_whitespace().next()?.replace(',', "").parse().ok()
     }
 
     /// Waits until a status line shows `conns` satisfying `pred`; returns the
@@ -81,10 +70,7 @@ impl ServeChild {
     /// SIGINT, then waits for exit.
     pub fn stop(mut self) -> Result<(), String> {
         let pid = self.pid().to_string();
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .map_err(|e| e.to_string())?;
+        Command::new("kill").args(["-INT", &pid]).status().map_err(|e| e.to_string())?;
         self.child.wait().map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -114,7 +100,5 @@ pub fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
 /// is ignored).
 pub fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }

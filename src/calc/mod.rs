@@ -26,16 +26,12 @@ use crate::error::{Error, Result};
 use crate::procfs::ProcFs;
 
 /// The Linux default `net.ipv4.ip_local_port_range`.
-pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
-    lo: 32_768,
-    hi: 60_999,
-};
+pub const DEFAULT_PORT_RANGE: PortRange = PortRange { lo: 32_768, hi: 60_999 };
 
 /// 2^48: connections one IPv4 listening socket can tell apart.
 pub const THEORETICAL_IPV4: &str = "2^48 = 281,474,976,710,656";
 /// 2^144: connections one IPv6 listening socket can tell apart.
-pub const THEORETICAL_IPV6: &str =
-    "2^144 = 22,300,745,198,530,623,141,535,718,272,648,361,505,980,416";
+pub const THEORETICAL_IPV6: &str = "2^144 = 22,300,745,198,530,623,141,535,718,272,648,361,505,980,416";
 
 /// Arguments of `tcpmax calc`.
 #[derive(Debug, clap::Args)]
@@ -81,9 +77,7 @@ impl PortRange {
         };
         let (lo, hi) = (port(lo)?, port(hi)?);
         if lo > hi {
-            return Err(Error::Input(format!(
-                "port range {lo}-{hi}: LO must not be above HI (example: 32768-60999)"
-            )));
+            return Err(Error::Input(format!("port range {lo}-{hi}: LO must not be above HI (example: 32768-60999)")));
         }
         Ok(PortRange { lo, hi })
     }
@@ -96,11 +90,7 @@ impl PortRange {
 
 /// Parses `LO-HI` (e.g. `32768-60999`).
 pub fn parse_port_range(s: &str) -> Result<PortRange> {
-    let bad = || {
-        Error::Input(format!(
-            "`{s}` is not a port range LO-HI (example: 32768-60999)"
-        ))
-    };
+    let bad = || Error::Input(format!("`{s}` is not a port range LO-HI (example: 32768-60999)"));
     let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
     let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
@@ -169,34 +159,22 @@ pub struct Calc {
 /// Does the four-tuple arithmetic for `t`. `source` says where the port
 /// range came from.
 pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
-    for (what, n) in [
-        ("--client-ips", t.client_ips),
-        ("--server-ips", t.server_ips),
-        ("--server-ports", t.server_ports),
-    ] {
+    for (what, n) in
+        [("--client-ips", t.client_ips), ("--server-ips", t.server_ips), ("--server-ports", t.server_ports)]
+    {
         if n == 0 {
             return Err(Error::Input(format!("{what} must be at least 1")));
         }
     }
     if t.server_ports > 65_535 {
-        return Err(Error::Input(format!(
-            "--server-ports {}: an IP has at most 65,535 ports",
-            t.server_ports
-        )));
+        return Err(Error::Input(format!("--server-ports {}: an IP has at most 65,535 ports", t.server_ports)));
     }
     let r = t.port_range;
     let range = u128::from(r.size());
-    let (c, s, p) = (
-        u128::from(t.client_ips),
-        u128::from(t.server_ips),
-        u128::from(t.server_ports),
-    );
+    let (c, s, p) = (u128::from(t.client_ips), u128::from(t.server_ips), u128::from(t.server_ports));
     let too_large = || Error::Input("the topology is too large to count in 128 bits".into());
-    let all = c
-        .checked_mul(s)
-        .and_then(|v| v.checked_mul(p))
-        .and_then(|v| v.checked_mul(range))
-        .ok_or_else(too_large)?;
+    let all =
+        c.checked_mul(s).and_then(|v| v.checked_mul(p)).and_then(|v| v.checked_mul(range)).ok_or_else(too_large)?;
     let per_socket = c.checked_mul(range).ok_or_else(too_large)?;
     let ports = format!("{} ports", group(range));
     let product = format!(
@@ -206,21 +184,10 @@ pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
         plural(t.server_ports, "server port")
     );
     Ok(Calc {
-        port_range: RangeInfo {
-            lo: r.lo,
-            hi: r.hi,
-            size: r.size(),
-            source: source.into(),
-        },
+        port_range: RangeInfo { lo: r.lo, hi: r.hi, size: r.size(), source: source.into() },
         inputs: *t,
-        per_pair: Quantity {
-            connections: range,
-            formula: format!("{} - {} + 1 = {ports}", r.hi, r.lo),
-        },
-        per_client_host: Quantity {
-            connections: all,
-            formula: format!("{product} = {}", group(all)),
-        },
+        per_pair: Quantity { connections: range, formula: format!("{} - {} + 1 = {ports}", r.hi, r.lo) },
+        per_client_host: Quantity { connections: all, formula: format!("{product} = {}", group(all)) },
         per_server_socket: Quantity {
             connections: per_socket,
             formula: format!(
@@ -229,10 +196,7 @@ pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
                 group(per_socket)
             ),
         },
-        total: Quantity {
-            connections: all,
-            formula: format!("{product} = {}", group(all)),
-        },
+        total: Quantity { connections: all, formula: format!("{product} = {}", group(all)) },
         theoretical_server_max_ipv4: THEORETICAL_IPV4.into(),
         theoretical_server_max_ipv6: THEORETICAL_IPV6.into(),
         notes: notes(),
@@ -285,10 +249,7 @@ pub fn resolve_range(arg: Option<&str>, fs: &ProcFs) -> Result<(PortRange, Strin
         _ => Err(format!("expected two ports, found {v:?}")),
     }) {
         Ok(r) => Ok((r, NAME.into())),
-        Err(why) => Ok((
-            DEFAULT_PORT_RANGE,
-            format!("Linux default (this machine's range is unknown: {why})"),
-        )),
+        Err(why) => Ok((DEFAULT_PORT_RANGE, format!("Linux default (this machine's range is unknown: {why})"))),
     }
 }
 
@@ -296,25 +257,14 @@ pub fn resolve_range(arg: Option<&str>, fs: &ProcFs) -> Result<(PortRange, Strin
 pub fn render(c: &Calc) -> String {
     let r = &c.port_range;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Port range {}-{}: {} ports ({})",
-        r.lo,
-        r.hi,
-        group(u128::from(r.size)),
-        r.source
-    );
+    let _ = writeln!(out, "Port range {}-{}: {} ports ({})", r.lo, r.hi, group(u128::from(r.size)), r.source);
     let rows = [
         ("per (client IP -> server IP:port)", &c.per_pair),
         ("per client host", &c.per_client_host),
         ("per server listening socket", &c.per_server_socket),
         ("total for the topology", &c.total),
     ];
-    let width = rows
-        .iter()
-        .map(|(_, q)| group(q.connections).len())
-        .max()
-        .unwrap_or(0);
+    let width = rows.iter().map(|(_, q)| group(q.connections).len()).max().unwrap_or(0);
     out.push('\n');
     for (label, q) in rows {
         let n = group(q.connections);
@@ -323,9 +273,7 @@ pub fn render(c: &Calc) -> String {
     let _ = writeln!(
         out,
         "  {:<34} {}; IPv6 {}",
-        "one listening socket, in theory",
-        c.theoretical_server_max_ipv4,
-        c.theoretical_server_max_ipv6
+        "one listening socket, in theory", c.theoretical_server_max_ipv4, c.theoretical_server_max_ipv6
     );
     out.push_str("\nNotes\n");
     for note in &c.notes {

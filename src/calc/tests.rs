@@ -3,12 +3,7 @@
 use super::*;
 
 fn topo(c: u64, s: u64, p: u64, range: PortRange) -> Topology {
-    Topology {
-        client_ips: c,
-        server_ips: s,
-        server_ports: p,
-        port_range: range,
-    }
+    Topology { client_ips: c, server_ips: s, server_ports: p, port_range: range }
 }
 
 #[test]
@@ -27,10 +22,7 @@ fn sixteen_server_ports_from_one_client_ip() {
     assert_eq!(c.per_pair.connections, 28_232);
     assert_eq!(c.total.connections, 16 * 28_232);
     assert_eq!(c.total.connections, 451_712);
-    assert_eq!(
-        c.total.formula,
-        "1 client IP × 1 server IP × 16 server ports × 28,232 ports = 451,712"
-    );
+    assert_eq!(c.total.formula, "1 client IP × 1 server IP × 16 server ports × 28,232 ports = 451,712");
     assert_eq!(c.per_server_socket.connections, 28_232);
 }
 

@@ -153,20 +153,8 @@ pub struct Limit {
 }
 
 impl Limit {
-    fn new(
-        name: &str,
-        value: Option<serde_json::Value>,
-        allows: Roles<Option<u64>>,
-        fix: &str,
-    ) -> Limit {
-        Limit {
-            name: name.into(),
-            value,
-            allows,
-            binds: Vec::new(),
-            fix: fix.into(),
-            note: None,
-        }
+    fn new(name: &str, value: Option<serde_json::Value>, allows: Roles<Option<u64>>, fix: &str) -> Limit {
+        Limit { name: name.into(), value, allows, binds: Vec::new(), fix: fix.into(), note: None }
     }
 
     fn with_note(mut self, note: impl Into<String>) -> Limit {
@@ -236,9 +224,7 @@ fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
         Err(why) => notes.push(format!("capabilities unknown: {why}")),
     }
     if let Some(v6) = p.tcpv6_bytes {
-        notes.push(format!(
-            "IPv6 sockets use the TCPv6 cache: {v6} B instead of the TCP object"
-        ));
+        notes.push(format!("IPv6 sockets use the TCPv6 cache: {v6} B instead of the TCP object"));
     }
     notes
 }

@@ -97,11 +97,7 @@ pub fn ceiling(rows: &mut [Limit]) -> (Roles<Option<u64>>, Roles<Option<String>>
     let mut ceiling = Roles::default();
     let mut binding = Roles::default();
     for role in super::Role::ALL {
-        let best = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.allows.get(role).map(|v| (v, i)))
-            .min();
+        let best = rows.iter().enumerate().filter_map(|(i, r)| r.allows.get(role).map(|v| (v, i))).min();
         if let Some((v, i)) = best {
             *ceiling.get_mut(role) = Some(v);
             *binding.get_mut(role) = Some(rows[i].name.clone());
@@ -116,12 +112,7 @@ pub fn ceiling(rows: &mut [Limit]) -> (Roles<Option<u64>>, Roles<Option<String>>
 /// 1 when none is.
 pub fn max_shards(p: &Probe) -> u64 {
     let nproc = p.nproc.as_ref().ok().and_then(|r| r.soft);
-    [nproc, p.threads_max.clone().ok(), p.pid_max.clone().ok()]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(1)
-        .max(1)
+    [nproc, p.threads_max.clone().ok(), p.pid_max.clone().ok()].into_iter().flatten().min().unwrap_or(1).max(1)
 }
 
 fn unknown(name: &str, why: &str, fix: &str) -> Limit {
@@ -129,11 +120,7 @@ fn unknown(name: &str, why: &str, fix: &str) -> Limit {
 }
 
 fn same(v: u64) -> Roles<Option<u64>> {
-    Roles {
-        server: Some(v),
-        client: Some(v),
-        loopback: Some(v / 2),
-    }
+    Roles { server: Some(v), client: Some(v), loopback: Some(v / 2) }
 }
 
 fn fmt_limit(v: Option<u64>) -> String {
@@ -194,10 +181,7 @@ fn file_max(p: &Probe) -> Limit {
         Err(why) => return unknown(NAME, why, fix),
     };
     let free = max.saturating_sub(used);
-    let mut note = format!(
-        "system-wide open files; {} in use (fs.file-nr)",
-        group(used)
-    );
+    let mut note = format!("system-wide open files; {} in use (fs.file-nr)", group(used));
     if p.file_nr.is_err() {
         note = "system-wide open files; in use unknown (fs.file-nr unreadable), 0 assumed".into();
     }
@@ -244,7 +228,8 @@ pub fn margin(total: u64) -> u64 {
 
 fn memory(p: &Probe) -> Limit {
     const NAME: &str = "memory";
-    const FIX: &str = "add memory or run more machines behind a load balancer; see `tcpmax bench` for the measured cost";
+    const FIX: &str =
+        "add memory or run more machines behind a load balancer; see `tcpmax bench` for the measured cost";
     let m = match &p.meminfo {
         Ok(m) => *m,
         Err(why) => return unknown(NAME, why, FIX),
@@ -306,11 +291,7 @@ fn ports(p: &Probe) -> Limit {
         group(in_range),
         group(n)
     );
-    let allows = Roles {
-        server: None,
-        client: Some(n),
-        loopback: None,
-    };
+    let allows = Roles { server: None, client: Some(n), loopback: None };
     Limit::new(NAME, Some(format!("{lo} {hi}").into()), allows, FIX).with_note(note)
 }
 
@@ -319,8 +300,7 @@ fn conntrack(p: &Probe) -> Limit {
     let fix = &sysctl_fix(NAME, memory_sockets(p));
     let Ok(count) = &p.conntrack_count else {
         let value = p.conntrack_max.clone().ok().map(Into::into);
-        return Limit::new(NAME, value, Roles::default(), fix)
-            .with_note("connection tracking not loaded: no cap");
+        return Limit::new(NAME, value, Roles::default(), fix).with_note("connection tracking not loaded: no cap");
     };
     let max = match &p.conntrack_max {
         Ok(v) => *v,
@@ -333,15 +313,8 @@ fn conntrack(p: &Probe) -> Limit {
         );
         return Limit::new(NAME, Some(max.into()), Roles::default(), fix).with_note(note);
     }
-    let allows = Roles {
-        server: Some(max),
-        client: Some(max),
-        loopback: Some(max),
-    };
-    let note = format!(
-        "tracking active ({} entries now): one entry per connection, loopback included",
-        group(*count)
-    );
+    let allows = Roles { server: Some(max), client: Some(max), loopback: Some(max) };
+    let note = format!("tracking active ({} entries now): one entry per connection, loopback included", group(*count));
     Limit::new(NAME, Some(max.into()), allows, fix).with_note(note)
 }
 

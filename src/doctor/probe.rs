@@ -146,9 +146,7 @@ impl Probe {
 
     /// True when CapEff holds capability `bit`; unknown reads as false.
     pub fn has_cap(&self, bit: u32) -> bool {
-        self.cap_eff
-            .as_ref()
-            .is_ok_and(|caps| bit < 64 && caps & (1u64 << bit) != 0)
+        self.cap_eff.as_ref().is_ok_and(|caps| bit < 64 && caps & (1u64 << bit) != 0)
     }
 }
 
@@ -159,9 +157,7 @@ fn reason(e: ReadError) -> String {
 fn pair(v: &[u64]) -> Reading<(u64, u64)> {
     match v {
         [lo, hi] if lo <= hi => Ok((*lo, *hi)),
-        _ => Err(format!(
-            "expected two integers LO HI with LO <= HI, found {v:?}"
-        )),
+        _ => Err(format!("expected two integers LO HI with LO <= HI, found {v:?}")),
     }
 }
 
@@ -175,10 +171,7 @@ pub fn rlimit(text: &str, label: &str) -> Reading<RLimit> {
     let mut next = || -> Reading<Option<u64>> {
         match fields.next() {
             Some("unlimited") => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("bad value {v:?} in \"{label}\" line")),
+            Some(v) => v.parse().map(Some).map_err(|_| format!("bad value {v:?} in \"{label}\" line")),
             None => Err(format!("short \"{label}\" line")),
         }
     };
@@ -189,22 +182,14 @@ pub fn rlimit(text: &str, label: &str) -> Reading<RLimit> {
 
 /// Parses CapEff (hex) from the text of `proc/self/status`.
 pub fn cap_eff(text: &str) -> Reading<u64> {
-    let hex = text
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .ok_or("no CapEff line in proc/self/status")?;
+    let hex = text.lines().find_map(|l| l.strip_prefix("CapEff:")).ok_or("no CapEff line in proc/self/status")?;
     u64::from_str_radix(hex.trim(), 16).map_err(|_| format!("bad CapEff {:?}", hex.trim()))
 }
 
 /// Parses a port list like `8080,9000-9010` (empty means none).
 pub fn parse_port_list(text: &str) -> Reading<Vec<(u64, u64)>> {
     let mut out = Vec::new();
-    for item in text
-        .trim()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let bad = || format!("bad port list item {item:?}");
         let (lo, hi) = match item.split_once('-') {
             Some((a, b)) => (a.trim(), b.trim()),
@@ -255,10 +240,7 @@ pub fn slab_sizes(text: &str) -> Vec<(String, u64)> {
 /// used. Without a readable `TCP` entry the whole estimate is
 /// [`DEFAULT_BYTES_PER_SOCKET`].
 fn socket_cost(fs: &ProcFs) -> (SocketCost, Option<u64>) {
-    let sizes = fs
-        .read("proc/slabinfo")
-        .map(|t| slab_sizes(&t))
-        .unwrap_or_default();
+    let sizes = fs.read("proc/slabinfo").map(|t| slab_sizes(&t)).unwrap_or_default();
     let lookup = |name: &str| -> Option<(u64, &'static str)> {
         if let Some((_, s)) = sizes.iter().find(|(n, _)| n == name) {
             return Some((*s, "slabinfo"));
@@ -269,10 +251,7 @@ fn socket_cost(fs: &ProcFs) -> (SocketCost, Option<u64>) {
     };
     let tcpv6 = lookup("TCPv6").map(|(s, _)| s);
     if lookup("TCP").is_none() {
-        let cost = SocketCost {
-            bytes: DEFAULT_BYTES_PER_SOCKET,
-            source: "default".into(),
-        };
+        let cost = SocketCost { bytes: DEFAULT_BYTES_PER_SOCKET, source: "default".into() };
         return (cost, tcpv6);
     }
     let mut bytes = 0u64;
@@ -293,13 +272,7 @@ mod tests {
     #[test]
     fn rlimit_lines() {
         let t = "Limit Soft Hard Units\nMax processes 96364 96364 processes\nMax open files 1024 unlimited files\n";
-        assert_eq!(
-            rlimit(t, "Max open files"),
-            Ok(RLimit {
-                soft: Some(1024),
-                hard: None
-            })
-        );
+        assert_eq!(rlimit(t, "Max open files"), Ok(RLimit { soft: Some(1024), hard: None }));
         assert!(rlimit(t, "Max locked memory").is_err());
         assert!(rlimit("Max open files x 3\n", "Max open files").is_err());
         assert!(rlimit("Max open files 3\n", "Max open files").is_err());
@@ -318,10 +291,7 @@ mod tests {
     fn port_lists() {
         assert_eq!(parse_port_list(""), Ok(vec![]));
         assert_eq!(parse_port_list("\n"), Ok(vec![]));
-        assert_eq!(
-            parse_port_list("8080,9000-9010\n"),
-            Ok(vec![(8080, 8080), (9000, 9010)])
-        );
+        assert_eq!(parse_port_list("8080,9000-9010\n"), Ok(vec![(8080, 8080), (9000, 9010)]));
         assert!(parse_port_list("9010-9000").is_err());
         assert!(parse_port_list("x").is_err());
         assert!(parse_port_list("70000").is_err());

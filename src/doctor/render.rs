@@ -13,9 +13,7 @@ use crate::units::group;
 pub fn print(report: &Report) -> anyhow::Result<()> {
     let text = render(report);
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("writing the doctor report to stdout")
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing the doctor report to stdout")
 }
 
 /// The whole human report as text.
@@ -57,27 +55,14 @@ fn cells(l: &Limit) -> [String; 6] {
     };
     let allow = |role: Role| {
         let v = l.allows.get(role).map_or_else(|| "-".to_string(), group);
-        if l.binds.contains(&role) {
-            format!("*{v}")
-        } else {
-            v
-        }
+        if l.binds.contains(&role) { format!("*{v}") } else { v }
     };
-    [
-        format!("{}{mark}", l.name),
-        value,
-        allow(Role::Server),
-        allow(Role::Client),
-        allow(Role::Loopback),
-        l.fix.clone(),
-    ]
+    [format!("{}{mark}", l.name), value, allow(Role::Server), allow(Role::Client), allow(Role::Loopback), l.fix.clone()]
 }
 
 fn table(limits: &[Limit]) -> String {
     let header = ["limit", "value", "server", "client", "loopback", "fix"].map(String::from);
-    let rows: Vec<[String; 6]> = std::iter::once(header)
-        .chain(limits.iter().map(cells))
-        .collect();
+    let rows: Vec<[String; 6]> = std::iter::once(header).chain(limits.iter().map(cells)).collect();
     let mut width = [0usize; 6];
     for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {

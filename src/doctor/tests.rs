@@ -16,8 +16,7 @@ struct Fixture {
 impl Fixture {
     fn empty() -> Fixture {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let root =
-            std::env::temp_dir().join(format!("tcpmax-doctor-unit-{}-{n}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("tcpmax-doctor-unit-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         Fixture { root }
@@ -34,10 +33,7 @@ impl Fixture {
              Max processes             2000                 2000                 processes\n\
              Max open files            1024                 4096                 files\n",
         );
-        f.write(
-            "proc/self/status",
-            "Name:\ttcpmax\nCapEff:\t0000000000000000\n",
-        );
+        f.write("proc/self/status", "Name:\ttcpmax\nCapEff:\t0000000000000000\n");
         f.write(
             "proc/meminfo",
             "MemTotal:       16777216 kB\nMemFree:        12582912 kB\nMemAvailable:   14680064 kB\n\
@@ -109,11 +105,7 @@ fn row<'a>(r: &'a Report, name: &str) -> &'a Limit {
 }
 
 fn roles(server: u64, client: u64, loopback: u64) -> Roles<Option<u64>> {
-    Roles {
-        server: Some(server),
-        client: Some(client),
-        loopback: Some(loopback),
-    }
+    Roles { server: Some(server), client: Some(client), loopback: Some(loopback) }
 }
 
 #[test]
@@ -124,53 +116,22 @@ fn standard_fixture_arithmetic() {
     assert_eq!(r.kernel_bytes_per_socket, 3_983);
     assert!(r.kernel_bytes_source.contains("TCP 2520 (slabinfo)"));
     // (4096 - 64) per table x min(2000, 100000, 4194304) tables.
-    assert_eq!(
-        row(&r, "RLIMIT_NOFILE").allows,
-        roles(8_064_000, 8_064_000, 4_032_000)
-    );
+    assert_eq!(row(&r, "RLIMIT_NOFILE").allows, roles(8_064_000, 8_064_000, 4_032_000));
     // 1,000,000 - 1,000 in use.
-    assert_eq!(
-        row(&r, "fs.file-max").allows,
-        roles(999_000, 999_000, 499_500)
-    );
-    assert_eq!(
-        row(&r, "fs.epoll.max_user_watches").allows,
-        roles(3_000_000, 3_000_000, 1_500_000)
-    );
+    assert_eq!(row(&r, "fs.file-max").allows, roles(999_000, 999_000, 499_500));
+    assert_eq!(row(&r, "fs.epoll.max_user_watches").allows, roles(3_000_000, 3_000_000, 1_500_000));
     // (14 GiB - 16 GiB / 10) / 3,983.
-    assert_eq!(
-        row(&r, "memory").allows,
-        roles(3_342_806, 3_342_806, 1_671_403)
-    );
+    assert_eq!(row(&r, "memory").allows, roles(3_342_806, 3_342_806, 1_671_403));
     // 1,000 ports minus 10100 and 10500 (8080 is outside the range).
     let ports = row(&r, "net.ipv4.ip_local_port_range");
-    assert_eq!(
-        ports.allows,
-        Roles {
-            server: None,
-            client: Some(998),
-            loopback: None
-        }
-    );
-    assert!(
-        ports
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("per (source IP, destination)")
-    );
+    assert_eq!(ports.allows, Roles { server: None, client: Some(998), loopback: None });
+    assert!(ports.note.as_deref().unwrap().contains("per (source IP, destination)"));
     assert_eq!(row(&r, "net.core.somaxconn").allows, Roles::default());
     assert_eq!(r.ceiling, roles(999_000, 998, 499_500));
     assert_eq!(r.binding.server.as_deref(), Some("fs.file-max"));
-    assert_eq!(
-        r.binding.client.as_deref(),
-        Some("net.ipv4.ip_local_port_range")
-    );
+    assert_eq!(r.binding.client.as_deref(), Some("net.ipv4.ip_local_port_range"));
     assert_eq!(r.binding.loopback.as_deref(), Some("fs.file-max"));
-    assert_eq!(
-        row(&r, "fs.file-max").binds,
-        vec![Role::Server, Role::Loopback]
-    );
+    assert_eq!(row(&r, "fs.file-max").binds, vec![Role::Server, Role::Loopback]);
     assert!(r.notes.iter().any(|n| n.contains("lacks CAP_SYS_ADMIN")));
     assert!(r.notes.iter().any(|n| n.contains("TCPv6 cache: 2520 B")));
 }
@@ -197,18 +158,9 @@ fn cap_sys_admin_is_exempt_from_file_max() {
     f.write("proc/self/status", "CapEff:\t0000000000200000\n");
     let r = f.report();
     assert_eq!(row(&r, "fs.file-max").allows, Roles::default());
-    assert!(
-        row(&r, "fs.file-max")
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("999,000")
-    );
+    assert!(row(&r, "fs.file-max").note.as_deref().unwrap().contains("999,000"));
     assert_eq!(r.ceiling, roles(3_000_000, 998, 1_500_000));
-    assert_eq!(
-        r.binding.server.as_deref(),
-        Some("fs.epoll.max_user_watches")
-    );
+    assert_eq!(r.binding.server.as_deref(), Some("fs.epoll.max_user_watches"));
 
     f.sysctl("fs.epoll.max_user_watches", "10000000");
     let r = f.report();
@@ -222,22 +174,13 @@ fn conntrack_caps_every_role_when_tracking() {
     f.sysctl("net.netfilter.nf_conntrack_max", "65536");
     f.sysctl("net.netfilter.nf_conntrack_count", "0");
     let r = f.report();
-    assert_eq!(
-        row(&r, "net.netfilter.nf_conntrack_max").allows,
-        Roles::default()
-    );
+    assert_eq!(row(&r, "net.netfilter.nf_conntrack_max").allows, Roles::default());
 
     f.sysctl("net.netfilter.nf_conntrack_count", "10");
     let r = f.report();
-    assert_eq!(
-        row(&r, "net.netfilter.nf_conntrack_max").allows,
-        roles(65_536, 65_536, 65_536)
-    );
+    assert_eq!(row(&r, "net.netfilter.nf_conntrack_max").allows, roles(65_536, 65_536, 65_536));
     assert_eq!(r.ceiling, roles(65_536, 998, 65_536));
-    assert_eq!(
-        r.binding.loopback.as_deref(),
-        Some("net.netfilter.nf_conntrack_max")
-    );
+    assert_eq!(r.binding.loopback.as_deref(), Some("net.netfilter.nf_conntrack_max"));
 }
 
 #[test]
@@ -247,19 +190,13 @@ fn default_bytes_without_slab_information() {
     let r = f.report();
     assert_eq!(r.kernel_bytes_per_socket, probe::DEFAULT_BYTES_PER_SOCKET);
     assert_eq!(r.kernel_bytes_source, "default");
-    assert_eq!(
-        row(&r, "memory").allows,
-        roles(3_170_094, 3_170_094, 1_585_047)
-    );
+    assert_eq!(row(&r, "memory").allows, roles(3_170_094, 3_170_094, 1_585_047));
 }
 
 #[test]
 fn merged_caches_come_from_sys_kernel_slab() {
     let f = Fixture::standard();
-    f.write(
-        "proc/slabinfo",
-        "slabinfo - version: 2.1\nTCP 26 26 2000 13 8 : tunables 0 0 0\n",
-    );
+    f.write("proc/slabinfo", "slabinfo - version: 2.1\nTCP 26 26 2000 13 8 : tunables 0 0 0\n");
     f.write("sys/kernel/slab/filp/slab_size", "200\n");
     let r = f.report();
     // TCP 2520 (8 pages / 13) + filp 200 + defaults 832 + 192 + 128 + 64.
@@ -278,11 +215,7 @@ fn empty_root_is_unknown_not_a_panic() {
     assert!(memory.is_unknown());
     assert!(memory.note.as_deref().unwrap().starts_with("unknown: "));
     assert!(r.notes.iter().any(|n| n == "memory unknown, skipped"));
-    assert!(
-        r.notes
-            .iter()
-            .any(|n| n.starts_with("capabilities unknown"))
-    );
+    assert!(r.notes.iter().any(|n| n.starts_with("capabilities unknown")));
     assert!(render::render(&r).contains("(no known limit)"));
 }
 
@@ -296,20 +229,12 @@ fn malformed_files_are_unknown() {
     f.sysctl("fs.epoll.max_user_watches", "");
     f.write("proc/slabinfo", "garbage\n\n TCP\n");
     let r = f.report();
-    for name in [
-        "RLIMIT_NOFILE",
-        "memory",
-        "net.ipv4.ip_local_port_range",
-        "fs.epoll.max_user_watches",
-        "RLIMIT_NPROC",
-    ] {
+    for name in ["RLIMIT_NOFILE", "memory", "net.ipv4.ip_local_port_range", "fs.epoll.max_user_watches", "RLIMIT_NPROC"]
+    {
         let l = row(&r, name);
         assert!(l.is_unknown(), "{name}");
         assert_eq!(l.allows, Roles::default(), "{name}");
-        assert!(
-            l.note.as_deref().unwrap().starts_with("unknown: "),
-            "{name}"
-        );
+        assert!(l.note.as_deref().unwrap().starts_with("unknown: "), "{name}");
     }
     assert_eq!(r.kernel_bytes_per_socket, probe::DEFAULT_BYTES_PER_SOCKET);
     assert_eq!(r.ceiling.server, Some(999_000));
@@ -321,29 +246,17 @@ fn malformed_files_are_unknown() {
     let r = f.report();
     let ports = row(&r, "net.ipv4.ip_local_port_range");
     assert_eq!(ports.allows.client, Some(1000));
-    assert!(
-        ports
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("reserved ports unknown")
-    );
+    assert!(ports.note.as_deref().unwrap().contains("reserved ports unknown"));
 }
 
 #[test]
 fn unlimited_hard_limit_counts_as_nr_open() {
     let f = Fixture::standard();
-    f.write(
-        "proc/self/limits",
-        "Max processes unlimited unlimited processes\nMax open files 1024 unlimited files\n",
-    );
+    f.write("proc/self/limits", "Max processes unlimited unlimited processes\nMax open files 1024 unlimited files\n");
     let r = f.report();
     // (1048576 - 64) x min(threads-max 100000, pid_max 4194304).
     let total = (1_048_576 - 64) * 100_000;
-    assert_eq!(
-        row(&r, "RLIMIT_NOFILE").allows,
-        roles(total, total, total / 2)
-    );
+    assert_eq!(row(&r, "RLIMIT_NOFILE").allows, roles(total, total, total / 2));
 }
 
 #[test]
@@ -359,15 +272,9 @@ fn table_marks_binding_rows() {
 fn reserved_ports_inside_range() {
     assert_eq!(usable_ports(10_000, 10_999, &[]), 1000);
     assert_eq!(usable_ports(10_000, 10_999, &[(10_000, 10_000)]), 999);
-    assert_eq!(
-        usable_ports(10_000, 10_999, &[(8080, 8080), (10_500, 10_501)]),
-        998
-    );
+    assert_eq!(usable_ports(10_000, 10_999, &[(8080, 8080), (10_500, 10_501)]), 998);
     // Overlapping and straddling entries count once.
-    assert_eq!(
-        usable_ports(10_000, 10_999, &[(9_990, 10_009), (10_005, 10_019)]),
-        980
-    );
+    assert_eq!(usable_ports(10_000, 10_999, &[(9_990, 10_009), (10_005, 10_019)]), 980);
     assert_eq!(usable_ports(32_768, 60_999, &[]), 28_232);
 }
 

@@ -87,18 +87,10 @@ impl Client {
             return Err(Error::Input("no destination to connect to".into()));
         }
         let shards = config.shards.max(1);
-        let cfg = Arc::new(ClientConfig {
-            shards,
-            ..config.clone()
-        });
-        let pool = Pool::start("load", shards, move |id, ctl, reporter| {
-            run_shard(id, cfg.clone(), ctl, reporter)
-        })
-        .map_err(Error::Input)?;
-        Ok(Client {
-            pool,
-            count: config.count,
-        })
+        let cfg = Arc::new(ClientConfig { shards, ..config.clone() });
+        let pool = Pool::start("load", shards, move |id, ctl, reporter| run_shard(id, cfg.clone(), ctl, reporter))
+            .map_err(Error::Input)?;
+        Ok(Client { pool, count: config.count })
     }
 
     /// Number of shards.
@@ -149,10 +141,7 @@ impl Record for Conn {
 }
 
 fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter: Reporter) {
-    let epoll = match Epoll::new().and_then(|ep| {
-        ep.add(ctl.bell_fd(), epoll::IN | epoll::ET, BELL)
-            .map(|()| ep)
-    }) {
+    let epoll = match Epoll::new().and_then(|ep| ep.add(ctl.bell_fd(), epoll::IN | epoll::ET, BELL).map(|()| ep)) {
         Ok(ep) => ep,
         Err(e) => return reporter.ready(Err(format!("epoll: {e}"))),
     };
@@ -187,14 +176,8 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter
             None => usize::MAX,
         };
         s.fill(allowed);
-        let busy = s.stats.connecting > 0
-            || s.cfg.ping_rate > 0.0
-            || per_shard_rate.is_some() && s.next < s.cfg.count;
-        let timeout = if busy {
-            reporter.timeout_ms(now).min(10)
-        } else {
-            reporter.timeout_ms(now)
-        };
+        let busy = s.stats.connecting > 0 || s.cfg.ping_rate > 0.0 || per_shard_rate.is_some() && s.next < s.cfg.count;
+        let timeout = if busy { reporter.timeout_ms(now).min(10) } else { reporter.timeout_ms(now) };
         let n = match s.epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(e) => {
@@ -246,10 +229,7 @@ impl ClientShard {
     }
 
     fn fill(&mut self, mut allowed: usize) {
-        while allowed > 0
-            && (self.stats.connecting as usize) < self.cfg.in_flight
-            && self.next < self.cfg.count
-        {
+        while allowed > 0 && (self.stats.connecting as usize) < self.cfg.in_flight && self.next < self.cfg.count {
             let i = self.next;
             self.next += self.step;
             allowed -= 1;
@@ -270,37 +250,19 @@ impl ClientShard {
             if self.cfg.ping_rate > 0.0 {
                 net::set_nodelay(fd)?;
             }
-            self.epoll.add(
-                fd,
-                epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET,
-                fd as u64,
-            )?;
+            self.epoll.add(fd, epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET, fd as u64)?;
             net::connect(fd, &dst)
         };
         let started_us = self.now_us() as u32;
         match setup() {
             Ok(true) => {
-                self.conns.insert(
-                    fd,
-                    Conn {
-                        state: CONNECTING,
-                        ping_out: false,
-                        started_us,
-                    },
-                );
+                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, started_us });
                 self.stats.connecting += 1;
                 self.established(fd);
                 Ok(())
             }
             Ok(false) => {
-                self.conns.insert(
-                    fd,
-                    Conn {
-                        state: CONNECTING,
-                        ping_out: false,
-                        started_us,
-                    },
-                );
+                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, started_us });
                 self.stats.connecting += 1;
                 self.in_flight.push_back((fd, started_us));
                 self.stats.max_fd = self.stats.max_fd.max(fd as u64);
@@ -324,9 +286,7 @@ impl ClientShard {
         self.stats.connecting -= 1;
         self.stats.opened += 1;
         self.stats.open += 1;
-        self.hists
-            .connect_us
-            .saturating_record(u64::from(took).max(1));
+        self.hists.connect_us.saturating_record(u64::from(took).max(1));
     }
 
     fn on_event(&mut self, fd: RawFd, flags: u32) {
@@ -408,10 +368,7 @@ impl ClientShard {
         let now = self.now_us() as u32;
         let limit = self.cfg.connect_timeout.as_micros().min(u32::MAX as u128) as u32;
         while let Some(&(fd, started)) = self.in_flight.front() {
-            let live = self
-                .conns
-                .get(fd)
-                .is_some_and(|c| c.state == CONNECTING && c.started_us == started);
+            let live = self.conns.get(fd).is_some_and(|c| c.state == CONNECTING && c.started_us == started);
             if !live {
                 self.in_flight.pop_front();
             } else if now.wrapping_sub(started) >= limit {
@@ -433,20 +390,13 @@ impl ClientShard {
         rr.visit(
             due,
             len,
-            |i| {
-                conns
-                    .at(i)
-                    .is_some_and(|(_, c)| c.state == ESTABLISHED && !c.ping_out)
-            },
+            |i| conns.at(i).is_some_and(|(_, c)| c.state == ESTABLISHED && !c.ping_out),
             |i| targets.push(i as RawFd),
         );
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         for fd in targets {
             self.seq = self.seq.wrapping_add(1);
-            let bytes = frame::encode(Ping {
-                seq: self.seq,
-                sent_ns: now_ns,
-            });
+            let bytes = frame::encode(Ping { seq: self.seq, sent_ns: now_ns });
             match net::write(fd, &bytes) {
                 Ok(Io::Done(PING_LEN)) => {
                     self.stats.pings += 1;

@@ -42,10 +42,7 @@ pub fn decode(b: &[u8; PING_LEN]) -> Result<Ping, BadFrame> {
     seq.copy_from_slice(&b[4..8]);
     let mut t = [0u8; 8];
     t.copy_from_slice(&b[8..]);
-    Ok(Ping {
-        seq: u32::from_le_bytes(seq),
-        sent_ns: u64::from_le_bytes(t),
-    })
+    Ok(Ping { seq: u32::from_le_bytes(seq), sent_ns: u64::from_le_bytes(t) })
 }
 
 /// The bytes of a frame received so far (kept only between partial reads).
@@ -90,24 +87,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let p = Ping {
-            seq: 7,
-            sent_ns: 123_456_789,
-        };
+        let p = Ping { seq: 7, sent_ns: 123_456_789 };
         assert_eq!(decode(&encode(p)), Ok(p));
         assert_eq!(decode(&[0; PING_LEN]), Err(BadFrame));
     }
 
     #[test]
     fn reassembles_any_split() {
-        let frames: Vec<u8> = (0..5)
-            .flat_map(|i| {
-                encode(Ping {
-                    seq: i,
-                    sent_ns: u64::from(i) * 10,
-                })
-            })
-            .collect();
+        let frames: Vec<u8> = (0..5).flat_map(|i| encode(Ping { seq: i, sent_ns: u64::from(i) * 10 })).collect();
         for split in 1..=frames.len() {
             let mut part = Partial::default();
             let mut got = vec![];

@@ -30,11 +30,7 @@ pub struct Gate {
 impl Gate {
     /// A gate admitting at most `max` connections (`u64::MAX`: no cap).
     pub fn new(max: u64) -> Gate {
-        Gate {
-            max,
-            held: AtomicU64::new(0),
-            memory_ok: AtomicBool::new(true),
-        }
+        Gate { max, held: AtomicU64::new(0), memory_ok: AtomicBool::new(true) }
     }
 
     /// Decides for one new connection and counts it when admitted.
@@ -84,19 +80,12 @@ impl Watermark {
     /// `high`, and a low mark 5% of total memory below it, so the gate does
     /// not flap on every small change.
     pub fn new(high: u64, total: u64) -> Watermark {
-        Watermark {
-            high,
-            low: high.saturating_sub(total / 20),
-        }
+        Watermark { high, low: high.saturating_sub(total / 20) }
     }
 
     /// The new state of the gate given the current one and memory in use.
     pub fn next(&self, currently_ok: bool, in_use: u64) -> bool {
-        if currently_ok {
-            in_use < self.high
-        } else {
-            in_use < self.low
-        }
+        if currently_ok { in_use < self.high } else { in_use < self.low }
     }
 }
 

@@ -19,18 +19,13 @@ pub struct RoundRobin {
 impl RoundRobin {
     /// Visits `rate_per_s` connections per second in total.
     pub fn new(rate_per_s: f64) -> RoundRobin {
-        RoundRobin {
-            rate_per_s: rate_per_s.max(0.0),
-            tokens: 0.0,
-            cursor: 0,
-        }
+        RoundRobin { rate_per_s: rate_per_s.max(0.0), tokens: 0.0, cursor: 0 }
     }
 
     /// Adds the budget earned over `elapsed` and returns how many visits are
     /// due now. The budget carries over at most one second of backlog.
     pub fn earn(&mut self, elapsed: Duration) -> usize {
-        self.tokens =
-            (self.tokens + self.rate_per_s * elapsed.as_secs_f64()).min(self.rate_per_s.max(1.0));
+        self.tokens = (self.tokens + self.rate_per_s * elapsed.as_secs_f64()).min(self.rate_per_s.max(1.0));
         let due = self.tokens.floor();
         self.tokens -= due;
         due as usize

@@ -32,10 +32,7 @@ pub struct ShardCtl {
 impl ShardCtl {
     /// A control block with a fresh doorbell.
     pub fn new() -> io::Result<Arc<ShardCtl>> {
-        Ok(Arc::new(ShardCtl {
-            stop: AtomicBool::new(false),
-            bell: EventFd::new()?,
-        }))
+        Ok(Arc::new(ShardCtl { stop: AtomicBool::new(false), bell: EventFd::new()? }))
     }
 
     /// Asks the shard to stop and wakes it.
@@ -99,56 +96,35 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter for shard `shard`.
     pub fn new(shard: usize, tx: Sender<ShardMsg>) -> Reporter {
-        Reporter {
-            shard,
-            tx,
-            next: Instant::now(),
-        }
+        Reporter { shard, tx, next: Instant::now() }
     }
 
     /// Milliseconds until the next report is due (an epoll timeout).
     pub fn timeout_ms(&self, now: Instant) -> i32 {
-        self.next
-            .saturating_duration_since(now)
-            .as_millis()
-            .min(i32::MAX as u128) as i32
+        self.next.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32
     }
 
     /// Sends a snapshot if one is due.
     pub fn maybe_send(&mut self, now: Instant, stats: &ShardStats) {
         if now >= self.next {
             self.next = now + REPORT_EVERY;
-            let _ = self.tx.send(ShardMsg::Stats {
-                shard: self.shard,
-                stats: stats.clone(),
-                last: false,
-            });
+            let _ = self.tx.send(ShardMsg::Stats { shard: self.shard, stats: stats.clone(), last: false });
         }
     }
 
     /// Tells the supervisor set-up finished.
     pub fn ready(&self, result: Result<(), String>) {
-        let _ = self.tx.send(ShardMsg::Ready {
-            shard: self.shard,
-            result,
-        });
+        let _ = self.tx.send(ShardMsg::Ready { shard: self.shard, result });
     }
 
     /// Sends a client shard's histograms (before `last`).
     pub fn hists(&self, hists: Hists) {
-        let _ = self.tx.send(ShardMsg::Hists {
-            shard: self.shard,
-            hists: Box::new(hists),
-        });
+        let _ = self.tx.send(ShardMsg::Hists { shard: self.shard, hists: Box::new(hists) });
     }
 
     /// Sends the final snapshot.
     pub fn last(&self, stats: &ShardStats) {
-        let _ = self.tx.send(ShardMsg::Stats {
-            shard: self.shard,
-            stats: stats.clone(),
-            last: true,
-        });
+        let _ = self.tx.send(ShardMsg::Stats { shard: self.shard, stats: stats.clone(), last: true });
     }
 }
 
@@ -156,18 +132,15 @@ impl Reporter {
 #[derive(Debug, Clone)]
 pub struct Hists {
     /// Connect latency (SYN sent to established).
-    pub connect_us: Histogram<u64>,
+    pub connect_us: Histogram<u32>,
     /// Ping round-trip time.
-    pub rtt_us: Histogram<u64>,
+    pub rtt_us: Histogram<u32>,
 }
 
 impl Hists {
     /// Empty histograms, 1 us to 1 h, 3 significant figures.
     pub fn new() -> Hists {
-        Hists {
-            connect_us: new_hist(),
-            rtt_us: new_hist(),
-        }
+        Hists { connect_us: new_hist(), rtt_us: new_hist() }
     }
 
     /// Adds another shard's histograms.
@@ -183,10 +156,14 @@ impl Default for Hists {
     }
 }
 
-/// A histogram of microseconds from 1 us to 1 h with 3 significant figures.
+/// Longest latency a histogram tells apart (100 s); longer ones count as this.
+pub const HIST_MAX_US: u64 = 100_000_000;
+
+/// A histogram of microseconds from 1 us to 100 s with 3 significant
+/// figures and 32-bit counts: about 72 KiB, kept once per client shard.
 #[allow(clippy::expect_used)] // The bounds are constants that satisfy new_with_bounds.
-pub fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+pub fn new_hist() -> Histogram<u32> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds are valid")
 }
 
 /// A set of shards of one kind, seen from the supervisor: control blocks,
@@ -222,13 +199,11 @@ impl Pool {
         for id in 0..n {
             let ctl = ShardCtl::new().map_err(|e| format!("creating a shard doorbell: {e}"))?;
             let (ctl2, body, reporter) = (ctl.clone(), body.clone(), Reporter::new(id, tx.clone()));
-            let spawned = std::thread::Builder::new()
-                .name(format!("{name}-{id}"))
-                .stack_size(STACK_BYTES)
-                .spawn(move || match process::private_fd_table(&[ctl2.bell_fd()]) {
-                    Ok(()) => body(id, ctl2, reporter),
-                    Err(e) => {
-                        reporter.ready(Err(format!("private fd table (unshare CLONE_FILES): {e}")))
+            let spawned =
+                std::thread::Builder::new().name(format!("{name}-{id}")).stack_size(STACK_BYTES).spawn(move || {
+                    match process::private_fd_table(&[ctl2.bell_fd()]) {
+                        Ok(()) => body(id, ctl2, reporter),
+                        Err(e) => reporter.ready(Err(format!("private fd table (unshare CLONE_FILES): {e}"))),
                     }
                 });
             match spawned {
@@ -333,9 +308,7 @@ pub fn await_ready(rx: &Receiver<ShardMsg>, n: usize, limit: Duration) -> Result
             }
             Ok(_) => {}
             Err(_) => {
-                return Err(format!(
-                    "only {ready} of {n} shards started within {limit:?}"
-                ));
+                return Err(format!("only {ready} of {n} shards started within {limit:?}"));
             }
         }
     }

@@ -25,9 +25,7 @@ pub fn plan(sockets: u64, nofile: u64, cores: usize) -> ShardPlan {
 
 /// The number of cores this process may run on.
 pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -37,24 +35,12 @@ mod tests {
     #[test]
     fn derived_from_target_and_limit() {
         // 20,000 fds per table: 19,936 usable.
-        assert_eq!(
-            plan(50_000, 20_000, 2),
-            ShardPlan {
-                shards: 3,
-                per_shard: 19_936
-            }
-        );
+        assert_eq!(plan(50_000, 20_000, 2), ShardPlan { shards: 3, per_shard: 19_936 });
         assert_eq!(plan(500_000, 20_000, 2).shards, 26);
         // A tuned machine: one per core.
         assert_eq!(plan(500_000, 1_048_576, 2).shards, 2);
         assert_eq!(plan(0, 20_000, 2).shards, 2);
         // A silly limit never divides by zero.
-        assert_eq!(
-            plan(10, 3, 1),
-            ShardPlan {
-                shards: 10,
-                per_shard: 1
-            }
-        );
+        assert_eq!(plan(10, 3, 1), ShardPlan { shards: 10, per_shard: 1 });
     }
 }

@@ -48,11 +48,7 @@ impl Errnos {
         if self.0.is_empty() {
             return "none".into();
         }
-        self.ranked()
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.ranked().iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -127,19 +123,9 @@ mod tests {
 
     #[test]
     fn merge_adds_up() {
-        let mut a = ShardStats {
-            open: 2,
-            opened: 3,
-            max_fd: 10,
-            ..Default::default()
-        };
+        let mut a = ShardStats { open: 2, opened: 3, max_fd: 10, ..Default::default() };
         a.errors.add(libc::ECONNRESET);
-        let mut b = ShardStats {
-            open: 1,
-            opened: 1,
-            max_fd: 20,
-            ..Default::default()
-        };
+        let mut b = ShardStats { open: 1, opened: 1, max_fd: 20, ..Default::default() };
         b.errors.add(libc::ECONNRESET);
         b.errors.add(libc::EMFILE);
         let t = ShardStats::sum([&a, &b]);

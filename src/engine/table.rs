@@ -12,6 +12,8 @@ use std::os::fd::RawFd;
 pub struct ConnTable<T> {
     slots: Vec<T>,
     open: usize,
+    /// Slots never grow past this (the fd table's limit).
+    limit: usize,
 }
 
 /// A per-connection record: `is_open` tells a live slot from a free one.
@@ -23,10 +25,13 @@ pub trait Record: Copy + Default {
 impl<T: Record> ConnTable<T> {
     /// An empty table.
     pub fn new() -> Self {
-        ConnTable {
-            slots: Vec::new(),
-            open: 0,
-        }
+        ConnTable::with_limit(usize::MAX)
+    }
+
+    /// An empty table that never allocates more than `limit` slots (the fd
+    /// limit: no descriptor can be higher), unless a higher fd shows up.
+    pub fn with_limit(limit: usize) -> Self {
+        ConnTable { slots: Vec::new(), open: 0, limit }
     }
 
     /// Number of open connections.
@@ -48,8 +53,8 @@ impl<T: Record> ConnTable<T> {
     pub fn insert(&mut self, fd: RawFd, rec: T) {
         let i = fd as usize;
         if i >= self.slots.len() {
-            self.slots
-                .resize((i + 1).next_power_of_two().max(64), T::default());
+            let grown = (self.slots.len() * 2).max(64).min(self.limit).max(i + 1);
+            self.slots.resize(grown, T::default());
         }
         debug_assert!(!self.slots[i].is_open(), "fd {fd} inserted twice");
         if !self.slots[i].is_open() && rec.is_open() {
@@ -83,20 +88,12 @@ impl<T: Record> ConnTable<T> {
 
     /// The record at slot index `i` (for round-robin cursors), if open.
     pub fn at(&self, i: usize) -> Option<(RawFd, &T)> {
-        self.slots
-            .get(i)
-            .filter(|r| r.is_open())
-            .map(|r| (i as RawFd, r))
+        self.slots.get(i).filter(|r| r.is_open()).map(|r| (i as RawFd, r))
     }
 
     /// All open descriptors (used once, at shutdown).
     pub fn open_fds(&self) -> Vec<RawFd> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.is_open())
-            .map(|(i, _)| i as RawFd)
-            .collect()
+        self.slots.iter().enumerate().filter(|(_, r)| r.is_open()).map(|(i, _)| i as RawFd).collect()
     }
 }
 
@@ -132,5 +129,14 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.open_fds(), vec![700]);
         assert!(t.capacity() >= 701);
+    }
+
+    #[test]
+    fn growth_stops_at_the_limit() {
+        let mut t = ConnTable::<R>::with_limit(100);
+        t.insert(70, R(1));
+        assert_eq!(t.capacity(), 100);
+        t.insert(150, R(1));
+        assert_eq!(t.capacity(), 151);
     }
 }

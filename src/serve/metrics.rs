@@ -40,54 +40,19 @@ pub fn render(t: &ShardStats, shards: usize, memory_ok: bool) -> String {
         reg.register(name, help, c);
     };
     gauge(&mut reg, "connections", "Connections open now", t.open);
-    gauge(
-        &mut reg,
-        "shards",
-        "Shards (event loops with their own fd table)",
-        shards as u64,
-    );
-    gauge(
-        &mut reg,
-        "memory_admitting",
-        "1 while memory is below the watermark",
-        memory_ok as u64,
-    );
-    gauge(
-        &mut reg,
-        "backpressured_connections",
-        "Connections whose peer is not reading",
-        t.backpressured,
-    );
+    gauge(&mut reg, "shards", "Shards (event loops with their own fd table)", shards as u64);
+    gauge(&mut reg, "memory_admitting", "1 while memory is below the watermark", memory_ok as u64);
+    gauge(&mut reg, "backpressured_connections", "Connections whose peer is not reading", t.backpressured);
     counter(&mut reg, "accepted", "Connections accepted", t.opened);
     counter(&mut reg, "closed", "Connections closed", t.closed);
-    counter(
-        &mut reg,
-        "refused_max_conns",
-        "Connections refused by --max-conns",
-        t.refused_max_conns,
-    );
-    counter(
-        &mut reg,
-        "refused_memory",
-        "Connections refused by --max-memory",
-        t.refused_memory,
-    );
+    counter(&mut reg, "refused_max_conns", "Connections refused by --max-conns", t.refused_max_conns);
+    counter(&mut reg, "refused_memory", "Connections refused by --max-memory", t.refused_memory);
     counter(&mut reg, "bytes_in", "Payload bytes read", t.bytes_in);
     counter(&mut reg, "bytes_out", "Payload bytes written", t.bytes_out);
-    counter(
-        &mut reg,
-        "udp_datagrams",
-        "UDP datagrams echoed",
-        t.udp_datagrams,
-    );
+    counter(&mut reg, "udp_datagrams", "UDP datagrams echoed", t.udp_datagrams);
     let errors = Family::<ErrnoLabel, Counter>::default();
     for (name, n) in t.errors.ranked() {
-        errors
-            .get_or_create(&ErrnoLabel {
-                errno: name.to_string(),
-            })
-            .inner()
-            .store(n, Ordering::Relaxed);
+        errors.get_or_create(&ErrnoLabel { errno: name.to_string() }).inner().store(n, Ordering::Relaxed);
     }
     reg.register("errors", "Failures by errno", errors);
     let mut out = String::new();
@@ -109,11 +74,8 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Listens on `addr`.
     pub fn start(addr: SocketAddr) -> Result<MetricsServer> {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| Error::Input(format!("--metrics {addr}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::os("metrics address", e))?;
+        let listener = TcpListener::bind(addr).map_err(|e| Error::Input(format!("--metrics {addr}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| Error::os("metrics address", e))?;
         let body = Arc::new(Mutex::new(String::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (b, s) = (body.clone(), stop.clone());
@@ -131,12 +93,7 @@ impl MetricsServer {
                 }
             })
             .map_err(|e| Error::os("spawning the metrics thread", e))?;
-        Ok(MetricsServer {
-            addr,
-            body,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(MetricsServer { addr, body, stop, thread: Some(thread) })
     }
 
     /// The address served.

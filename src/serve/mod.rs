@@ -103,18 +103,13 @@ pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
     let target = match args.max_conns {
         Some(n) => n,
         None => {
-            let mem = ProcFs::default()
-                .meminfo()
-                .context("reading /proc/meminfo to size the shards")?;
+            let mem = ProcFs::default().meminfo().context("reading /proc/meminfo to size the shards")?;
             mem.really_free() / DEFAULT_KERNEL_BYTES_PER_SOCKET
         }
     };
     let mut plan = sizing::plan(target, nofile.soft, sizing::cores());
     if let Some(n) = args.shards {
-        anyhow::ensure!(
-            n > 0,
-            crate::Error::Input("--shards must be at least 1".into())
-        );
+        anyhow::ensure!(n > 0, crate::Error::Input("--shards must be at least 1".into()));
         plan.shards = n;
     }
     Ok(plan)
@@ -126,19 +121,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // only the supervisor ever takes these signals.
     process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
     let plan = shard_plan(&args)?;
-    let backlog = ProcFs::default()
-        .sysctl_u64("net.core.somaxconn")
-        .unwrap_or(4096)
-        .min(i32::MAX as u64) as i32;
+    let backlog = ProcFs::default().sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
     let max_memory = match args.max_memory {
-        Some(limit) => Some(
-            limit.bytes_of(
-                ProcFs::default()
-                    .meminfo()
-                    .context("reading /proc/meminfo")?
-                    .total,
-            ),
-        ),
+        Some(limit) => Some(limit.bytes_of(ProcFs::default().meminfo().context("reading /proc/meminfo")?.total)),
         None => None,
     };
     let config = ServerConfig {
@@ -151,10 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         backlog,
     };
     let mut server = Server::start(&config)?;
-    let metrics = args
-        .metrics
-        .map(metrics::MetricsServer::start)
-        .transpose()?;
+    let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
     announce(&server, plan, metrics.as_ref().map(|m| m.addr()))?;
 
     let live = args.status || output::stderr_is_tty();
@@ -163,8 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut peak = 0;
     let mut last = (Instant::now(), 0u64);
     loop {
-        let sig = process::wait_signal(&[SIGINT, SIGTERM], Duration::from_secs(1))
-            .context("waiting for signals")?;
+        let sig = process::wait_signal(&[SIGINT, SIGTERM], Duration::from_secs(1)).context("waiting for signals")?;
         let t = server.poll();
         peak = peak.max(t.open);
         if let Some(m) = &metrics {
@@ -172,8 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if live {
             let now = Instant::now();
-            let rate =
-                (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+            let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
             last = (now, t.opened);
             status_line(&t, rate, started.elapsed(), tty);
         }
@@ -206,22 +186,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn announce(
-    server: &Server,
-    plan: sizing::ShardPlan,
-    metrics: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for a in server.local_addrs() {
         let proto = if server.udp() { "tcp+udp" } else { "tcp" };
         writeln!(out, "listening {a} {proto}")?;
     }
-    writeln!(
-        out,
-        "shards {} (each its own fd table, up to {} sockets each)",
-        server.shards(),
-        group(plan.per_shard)
-    )?;
+    writeln!(out, "shards {} (each its own fd table, up to {} sockets each)", server.shards(), group(plan.per_shard))?;
     if let Some(m) = metrics {
         writeln!(out, "metrics http://{m}/metrics")?;
     }
@@ -256,11 +227,7 @@ fn print_summary(s: &Summary) {
     println!("  closed              {}", group(t.closed));
     println!("  refused (max-conns) {}", group(t.refused_max_conns));
     println!("  refused (memory)    {}", group(t.refused_memory));
-    println!(
-        "  bytes in / out      {} / {}",
-        group(t.bytes_in),
-        group(t.bytes_out)
-    );
+    println!("  bytes in / out      {} / {}", group(t.bytes_in), group(t.bytes_out));
     if t.udp_datagrams > 0 {
         println!("  udp datagrams       {}", group(t.udp_datagrams));
     }

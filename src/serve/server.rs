@@ -54,19 +54,11 @@ impl Server {
         let procfs = ProcFs::default();
         let (tcp, holders) = resolve(&config.listen, config.udp)?;
         let udp = if config.udp { tcp.clone() } else { Vec::new() };
-        let setup = Arc::new(ShardSetup {
-            tcp: tcp.clone(),
-            udp,
-            backlog: config.backlog,
-            mode: config.mode,
-        });
+        let setup = Arc::new(ShardSetup { tcp: tcp.clone(), udp, backlog: config.backlog, mode: config.mode });
         let gate = Arc::new(Gate::new(config.max_conns.unwrap_or(u64::MAX)));
         let watermark = match config.max_memory {
             Some(high) => {
-                let total = procfs
-                    .meminfo()
-                    .map_err(|e| Error::Input(format!("--max-memory needs {e}")))?
-                    .total;
+                let total = procfs.meminfo().map_err(|e| Error::Input(format!("--max-memory needs {e}")))?.total;
                 Some(Watermark::new(high, total))
             }
             None => None,
@@ -79,15 +71,7 @@ impl Server {
         // The sockets that reserved the ports close only now that every
         // shard listens.
         drop(holders);
-        Ok(Server {
-            bound: tcp,
-            udp: config.udp,
-            pool,
-            gate,
-            watermark,
-            procfs,
-            started: Instant::now(),
-        })
+        Ok(Server { bound: tcp, udp: config.udp, pool, gate, watermark, procfs, started: Instant::now() })
     }
 
     /// The TCP addresses served, ports resolved.
@@ -116,8 +100,7 @@ impl Server {
         if let Some(w) = self.watermark
             && let Ok(m) = self.procfs.meminfo()
         {
-            self.gate
-                .set_memory_ok(w.next(self.gate.memory_ok(), m.in_use()));
+            self.gate.set_memory_ok(w.next(self.gate.memory_ok(), m.in_use()));
         }
         self.pool.poll()
     }
@@ -166,25 +149,19 @@ fn resolve(listen: &[SocketAddr], udp: bool) -> Result<(Vec<SocketAddr>, PortHol
     let mut out = Vec::with_capacity(listen.len());
     for addr in listen {
         let probe = net::socket(addr, Kind::Tcp).map_err(|e| bind_error(*addr, e))?;
-        let probed = net::set_reuseaddr(probe)
-            .and_then(|()| net::bind(probe, addr))
-            .and_then(|()| net::local_addr(probe));
+        let probed =
+            net::set_reuseaddr(probe).and_then(|()| net::bind(probe, addr)).and_then(|()| net::local_addr(probe));
         net::close(probe);
         let resolved = probed.map_err(|e| bind_error(*addr, e))?;
         let hold = |kind: Kind| -> std::io::Result<i32> {
             let fd = net::socket(&resolved, kind)?;
-            let r = net::set_reuseaddr(fd)
-                .and_then(|()| net::set_reuseport(fd))
-                .and_then(|()| net::bind(fd, &resolved));
+            let r =
+                net::set_reuseaddr(fd).and_then(|()| net::set_reuseport(fd)).and_then(|()| net::bind(fd, &resolved));
             r.inspect_err(|_| net::close(fd)).map(|()| fd)
         };
-        holders
-            .0
-            .push(hold(Kind::Tcp).map_err(|e| bind_error(resolved, e))?);
+        holders.0.push(hold(Kind::Tcp).map_err(|e| bind_error(resolved, e))?);
         if udp {
-            holders
-                .0
-                .push(hold(Kind::Udp).map_err(|e| bind_error(resolved, e))?);
+            holders.0.push(hold(Kind::Udp).map_err(|e| bind_error(resolved, e))?);
         }
         out.push(resolved);
     }
@@ -194,17 +171,14 @@ fn resolve(listen: &[SocketAddr], udp: bool) -> Result<(Vec<SocketAddr>, PortHol
 fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
     let errno = errno_of(&source);
     let hint = match errno {
-        libc::EADDRINUSE => format!(": another socket already uses this port (see `ss -tulpn 'sport = :{}'`)", addr.port()),
+        libc::EADDRINUSE => {
+            format!(": another socket already uses this port (see `ss -tulpn 'sport = :{}'`)", addr.port())
+        }
         libc::EADDRNOTAVAIL => ": this address is not on this machine (see `ip addr`)".into(),
         libc::EACCES => {
             ": ports below net.ipv4.ip_unprivileged_port_start need CAP_NET_BIND_SERVICE; use a higher port".into()
         }
         _ => String::new(),
     };
-    Error::Bind {
-        addr,
-        errno: errno_name(errno),
-        hint,
-        source,
-    }
+    Error::Bind { addr, errno: errno_name(errno), hint, source }
 }

@@ -57,13 +57,7 @@ impl Record for Conn {
 
 /// Runs shard `id` until a stop is requested. Called on the shard's thread,
 /// after its private fd table is set up.
-pub fn run(
-    _id: usize,
-    setup: Arc<ShardSetup>,
-    gate: Arc<Gate>,
-    ctl: Arc<ShardCtl>,
-    reporter: Reporter,
-) {
+pub fn run(_id: usize, setup: Arc<ShardSetup>, gate: Arc<Gate>, ctl: Arc<ShardCtl>, reporter: Reporter) {
     match Shard::new(&setup, gate, ctl) {
         Ok(mut shard) => {
             reporter.ready(Ok(()));
@@ -96,9 +90,7 @@ fn setup_error(what: &str, addr: &SocketAddr, e: &io::Error) -> String {
 impl Shard {
     fn new(setup: &ShardSetup, gate: Arc<Gate>, ctl: Arc<ShardCtl>) -> Result<Shard, String> {
         let epoll = Epoll::new().map_err(|e| format!("epoll_create1: {e}"))?;
-        epoll
-            .add(ctl.bell_fd(), epoll::IN | epoll::ET, TOKEN_BELL)
-            .map_err(|e| format!("epoll_ctl(doorbell): {e}"))?;
+        epoll.add(ctl.bell_fd(), epoll::IN | epoll::ET, TOKEN_BELL).map_err(|e| format!("epoll_ctl(doorbell): {e}"))?;
         let mut shard = Shard {
             epoll,
             ctl,
@@ -113,8 +105,7 @@ impl Shard {
             accept_starved: false,
         };
         for addr in &setup.tcp {
-            let fd = open_listener(addr, setup.backlog)
-                .map_err(|e| setup_error("cannot listen on", addr, &e))?;
+            let fd = open_listener(addr, setup.backlog).map_err(|e| setup_error("cannot listen on", addr, &e))?;
             let i = shard.listeners.len() as u64;
             shard.listeners.push(fd);
             shard
@@ -239,10 +230,7 @@ impl Shard {
         }
         if flags & (epoll::ERR | epoll::HUP) != 0 && self.pending.contains_key(&fd) {
             // Reset or fully shut while blocked: nothing more can be sent.
-            let errno = net::take_error(fd)
-                .ok()
-                .filter(|&e| e != 0)
-                .unwrap_or(libc::EPIPE);
+            let errno = net::take_error(fd).ok().filter(|&e| e != 0).unwrap_or(libc::EPIPE);
             self.stats.errors.add(errno);
             self.close_conn(fd, true);
             return;

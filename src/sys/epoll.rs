@@ -67,10 +67,7 @@ impl Epoll {
     }
 
     fn ctl(&self, op: i32, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: interest,
-            u64: token,
-        };
+        let mut ev = libc::epoll_event { events: interest, u64: token };
         // `ev` is a valid epoll_event on our stack for the duration of the call.
         syscall!(epoll_ctl(self.fd, op, fd, &mut ev))?;
         Ok(())

@@ -22,11 +22,7 @@ pub enum Kind {
 
 /// Creates a non-blocking, close-on-exec socket for `addr`'s family.
 pub fn socket(addr: &SocketAddr, kind: Kind) -> io::Result<RawFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     let ty = match kind {
         Kind::Tcp => libc::SOCK_STREAM,
         Kind::Udp => libc::SOCK_DGRAM,
@@ -40,12 +36,7 @@ pub fn close(fd: RawFd) {
     let _ = syscall!(close(fd));
 }
 
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `value` is a live c_int and its exact size is passed.
     syscall!(setsockopt(
         fd,
@@ -61,13 +52,7 @@ fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Resul
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are live and `len` holds the buffer's size.
-    syscall!(getsockopt(
-        fd,
-        level,
-        name,
-        (&mut value as *mut libc::c_int).cast(),
-        &mut len
-    ))?;
+    syscall!(getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len))?;
     Ok(value)
 }
 
@@ -96,10 +81,7 @@ pub fn set_local_port_range(fd: RawFd, lo: u16, hi: u16) -> io::Result<()> {
 
 /// `SO_LINGER {on, 0}`: close() then sends RST and leaves no TIME_WAIT.
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: `l` is a live linger struct and its exact size is passed.
     syscall!(setsockopt(
         fd,
@@ -143,17 +125,11 @@ fn to_raw(addr: &SocketAddr) -> RawAddr {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe {
-                (&mut storage as *mut libc::sockaddr_storage)
-                    .cast::<libc::sockaddr_in>()
-                    .write(sin)
-            };
+            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
             mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
@@ -161,43 +137,28 @@ fn to_raw(addr: &SocketAddr) -> RawAddr {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe {
-                (&mut storage as *mut libc::sockaddr_storage)
-                    .cast::<libc::sockaddr_in6>()
-                    .write(sin6)
-            };
+            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
             mem::size_of::<libc::sockaddr_in6>()
         }
     };
-    RawAddr {
-        storage,
-        len: len as libc::socklen_t,
-    }
+    RawAddr { storage, len: len as libc::socklen_t }
 }
 
 fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,
@@ -214,11 +175,7 @@ fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
     let raw = to_raw(addr);
     // SAFETY: `raw.storage` holds a valid sockaddr of length `raw.len`.
-    syscall!(bind(
-        fd,
-        (&raw.storage as *const libc::sockaddr_storage).cast(),
-        raw.len
-    ))?;
+    syscall!(bind(fd, (&raw.storage as *const libc::sockaddr_storage).cast(), raw.len))?;
     Ok(())
 }
 
@@ -239,11 +196,7 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
 pub fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<bool> {
     let raw = to_raw(addr);
     // SAFETY: `raw.storage` holds a valid sockaddr of length `raw.len`.
-    match syscall!(connect(
-        fd,
-        (&raw.storage as *const libc::sockaddr_storage).cast(),
-        raw.len
-    )) {
+    match syscall!(connect(fd, (&raw.storage as *const libc::sockaddr_storage).cast(), raw.len)) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
         Err(e) => Err(e),
@@ -254,12 +207,7 @@ pub fn connect(fd: RawFd, addr: &SocketAddr) -> io::Result<bool> {
 pub fn accept(fd: RawFd) -> io::Result<Option<RawFd>> {
     let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: null address pointers ask the kernel not to report the peer.
-    match syscall!(accept4(
-        fd,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        flags
-    )) {
+    match syscall!(accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags)) {
         Ok(c) => Ok(Some(c)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
@@ -272,11 +220,7 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` is writable for `len` bytes.
-    syscall!(getsockname(
-        fd,
-        (&mut storage as *mut libc::sockaddr_storage).cast(),
-        &mut len
-    ))?;
+    syscall!(getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len))?;
     from_raw(&storage).ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
 }
 

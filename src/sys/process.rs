@@ -32,40 +32,23 @@ fn resource_id(r: Resource) -> libc::__rlimit_resource_t {
 }
 
 fn from_rlim(v: libc::rlim_t) -> u64 {
-    if v == libc::RLIM_INFINITY {
-        u64::MAX
-    } else {
-        v
-    }
+    if v == libc::RLIM_INFINITY { u64::MAX } else { v }
 }
 
 /// getrlimit(2).
 pub fn getrlimit(r: Resource) -> io::Result<Rlimit> {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `l` is a live, writable rlimit.
     syscall!(getrlimit(resource_id(r), &mut l))?;
-    Ok(Rlimit {
-        soft: from_rlim(l.rlim_cur),
-        hard: from_rlim(l.rlim_max),
-    })
+    Ok(Rlimit { soft: from_rlim(l.rlim_cur), hard: from_rlim(l.rlim_max) })
 }
 
 /// setrlimit(2).
 pub fn setrlimit(r: Resource, lim: Rlimit) -> io::Result<()> {
     let to = |v: u64| {
-        if v == u64::MAX {
-            libc::RLIM_INFINITY
-        } else {
-            v
-        }
+        if v == u64::MAX { libc::RLIM_INFINITY } else { v }
     };
-    let l = libc::rlimit {
-        rlim_cur: to(lim.soft),
-        rlim_max: to(lim.hard),
-    };
+    let l = libc::rlimit { rlim_cur: to(lim.soft), rlim_max: to(lim.hard) };
     // SAFETY: `l` is a live rlimit.
     syscall!(setrlimit(resource_id(r), &l))?;
     Ok(())
@@ -77,13 +60,7 @@ pub fn raise_nofile() -> io::Result<Rlimit> {
     let l = getrlimit(Resource::NoFile)?;
     if l.soft < l.hard {
         // A hard limit above fs.nr_open is refused; keep the soft one then.
-        let _ = setrlimit(
-            Resource::NoFile,
-            Rlimit {
-                soft: l.hard,
-                hard: l.hard,
-            },
-        );
+        let _ = setrlimit(Resource::NoFile, Rlimit { soft: l.hard, hard: l.hard });
     }
     getrlimit(Resource::NoFile)
 }
@@ -111,11 +88,7 @@ fn close_range(first: u32, last: u32) -> io::Result<()> {
     // SAFETY: close_range only closes descriptors of this thread's private
     // table, none of which is referenced by Rust-owned objects of this thread.
     let res = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
-    if res == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if res == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// The number of descriptors open in the calling thread's fd table.
@@ -148,20 +121,14 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
     let set = sigset(signals);
     // SAFETY: `set` is initialised; the old mask is not requested.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        Err(io::Error::from_raw_os_error(rc))
-    } else {
-        Ok(())
-    }
+    if rc != 0 { Err(io::Error::from_raw_os_error(rc)) } else { Ok(()) }
 }
 
 /// Waits up to `timeout` for one of the blocked `signals`; `None` on timeout.
 pub fn wait_signal(signals: &[i32], timeout: Duration) -> io::Result<Option<i32>> {
     let set = sigset(signals);
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
+    let ts =
+        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
     // SAFETY: `set` and `ts` are live; the siginfo pointer may be null.
     match syscall!(sigtimedwait(&set, std::ptr::null_mut(), &ts)) {
         Ok(sig) => Ok(Some(sig)),
