@@ -135,6 +135,8 @@ mod tests {
     fn growth_stops_at_the_limit() {
         let mut t = ConnTable::<R>::with_limit(100);
         t.insert(70, R(1));
+        assert_eq!(t.capacity(), 71);
+        t.insert(80, R(1));
         assert_eq!(t.capacity(), 100);
         t.insert(150, R(1));
         assert_eq!(t.capacity(), 151);
