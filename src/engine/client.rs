@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::frame::{self, PING_LEN, Partial, Ping};
+use super::frame::{self, Partial, Ping};
 use super::sched::RoundRobin;
 use super::shard::{Hists, Pool, Reporter, ShardCtl};
 use super::stats::ShardStats;
@@ -34,14 +34,23 @@ pub enum CloseMode {
     Fin,
 }
 
+/// One (source, destination) pair: `None` lets the kernel pick the source.
+pub type Pair = (Option<IpAddr>, SocketAddr);
+
+/// Every (source, destination) combination, destinations outermost.
+pub fn cross(sources: &[IpAddr], targets: &[SocketAddr]) -> Vec<Pair> {
+    if sources.is_empty() {
+        return targets.iter().map(|t| (None, *t)).collect();
+    }
+    targets.iter().flat_map(|t| sources.iter().map(move |s| (Some(*s), *t))).collect()
+}
+
 /// What to open and how.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Destinations.
-    pub targets: Vec<SocketAddr>,
-    /// Source IPs to bind (with IP_BIND_ADDRESS_NO_PORT); empty: the kernel
-    /// picks the source.
-    pub sources: Vec<IpAddr>,
+    /// (source, destination) pairs; connection `i` goes to pair `i mod len`,
+    /// so pair counts differ by at most one.
+    pub pairs: Vec<Pair>,
     /// Connections to open in total.
     pub count: u64,
     /// Number of shards.
@@ -52,25 +61,18 @@ pub struct ClientConfig {
     pub rate: Option<f64>,
     /// A connect not done after this long fails with ETIMEDOUT.
     pub connect_timeout: Duration,
-    /// Pings per second in total over all held connections (0: none).
+    /// Pings (or `message`s) per second in total over all held connections.
     pub ping_rate: f64,
+    /// Bytes sent instead of a ping frame; the reply's first bytes end the
+    /// round trip. None: 16-byte ping frames, checked when echoed.
+    pub message: Option<Arc<[u8]>>,
+    /// Bytes sent once, right after each connect.
+    pub first_message: Option<Arc<[u8]>>,
+    /// Open a new connection when the server closes one or a connect fails,
+    /// at most `count` times in all, so the target stays held.
+    pub reconnect: bool,
     /// How connections end.
     pub close: CloseMode,
-}
-
-impl ClientConfig {
-    fn pairs(&self) -> Vec<(Option<IpAddr>, SocketAddr)> {
-        if self.sources.is_empty() {
-            return self.targets.iter().map(|t| (None, *t)).collect();
-        }
-        let mut v = Vec::with_capacity(self.sources.len() * self.targets.len());
-        for t in &self.targets {
-            for s in &self.sources {
-                v.push((Some(*s), *t));
-            }
-        }
-        v
-    }
 }
 
 /// A running client.
@@ -83,8 +85,8 @@ pub struct Client {
 impl Client {
     /// Starts the shards; they begin connecting at once.
     pub fn start(config: &ClientConfig) -> Result<Client> {
-        if config.targets.is_empty() {
-            return Err(Error::Input("no destination to connect to".into()));
+        if config.pairs.is_empty() {
+            return Err(Error::Input("no (source, destination) pair to connect over".into()));
         }
         let shards = config.shards.max(1);
         let cfg = Arc::new(ClientConfig { shards, ..config.clone() });
@@ -147,10 +149,12 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter
     };
     reporter.ready(Ok(()));
     let shards = cfg.shards as u64;
+    let fd_limit = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
+        .map_or(usize::MAX, |l| l.soft.min(usize::MAX as u64) as usize);
     let mut s = ClientShard {
-        pairs: cfg.pairs(),
+        pairs: cfg.pairs.clone(),
         epoll,
-        conns: ConnTable::new(),
+        conns: ConnTable::with_limit(fd_limit),
         in_flight: VecDeque::new(),
         partial: HashMap::new(),
         stats: ShardStats::default(),
@@ -158,6 +162,8 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter
         epoch: Instant::now(),
         next: id as u64,
         step: shards,
+        owed: 0,
+        reconnects_left: if cfg.reconnect { cfg.count.div_ceil(shards) } else { 0 },
         seq: 0,
         scratch: vec![0; 4096],
         cfg,
@@ -219,6 +225,9 @@ struct ClientShard {
     epoch: Instant,
     next: u64,
     step: u64,
+    /// Connections lost that `--reconnect` still has to open again.
+    owed: u64,
+    reconnects_left: u64,
     seq: u32,
     scratch: Vec<u8>,
 }
@@ -229,15 +238,32 @@ impl ClientShard {
     }
 
     fn fill(&mut self, mut allowed: usize) {
-        while allowed > 0 && (self.stats.connecting as usize) < self.cfg.in_flight && self.next < self.cfg.count {
-            let i = self.next;
-            self.next += self.step;
+        while allowed > 0 && (self.stats.connecting as usize) < self.cfg.in_flight {
+            let i = if self.next < self.cfg.count {
+                self.next += self.step;
+                self.next - self.step
+            } else if self.owed > 0 {
+                self.owed -= 1;
+                self.stats.reconnects += 1;
+                self.seq as u64
+            } else {
+                return;
+            };
             allowed -= 1;
             let (src, dst) = self.pairs[(i % self.pairs.len() as u64) as usize];
             if let Err(e) = self.open(src, dst) {
                 self.stats.failed += 1;
                 self.stats.errors.add(errno_of(&e));
+                self.owe();
             }
+        }
+    }
+
+    /// Counts one connection to open again, within the reconnect budget.
+    fn owe(&mut self) {
+        if self.reconnects_left > 0 {
+            self.reconnects_left -= 1;
+            self.owed += 1;
         }
     }
 
@@ -278,15 +304,39 @@ impl ClientShard {
 
     fn established(&mut self, fd: RawFd) {
         let now = self.now_us() as u32;
-        let Some(c) = self.conns.get_mut(fd) else {
-            return;
-        };
+        let Some(c) = self.conns.get_mut(fd) else { return };
         let took = now.wrapping_sub(c.started_us);
         c.state = ESTABLISHED;
         self.stats.connecting -= 1;
         self.stats.opened += 1;
         self.stats.open += 1;
         self.hists.connect_us.saturating_record(u64::from(took).max(1));
+        if let Some(first) = self.cfg.first_message.clone() {
+            self.send(fd, &first);
+        }
+    }
+
+    /// Writes a whole small message or drops the connection: a torn message
+    /// would misalign every later one.
+    fn send(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
+        match net::write(fd, bytes) {
+            Ok(Io::Done(n)) if n == bytes.len() => {
+                self.stats.bytes_out += n as u64;
+                true
+            }
+            Ok(Io::WouldBlock) => {
+                self.stats.errors.add(libc::EAGAIN);
+                false
+            }
+            Ok(Io::Done(_)) => {
+                self.lost(fd, Some(libc::EIO));
+                false
+            }
+            Err(e) => {
+                self.lost(fd, Some(errno_of(&e)));
+                false
+            }
+        }
     }
 
     fn on_event(&mut self, fd: RawFd, flags: u32) {
@@ -313,6 +363,7 @@ impl ClientShard {
         self.conns.remove(fd);
         let _ = net::set_linger_zero(fd);
         net::close(fd);
+        self.owe();
     }
 
     fn read_ready(&mut self, fd: RawFd) {
@@ -330,6 +381,18 @@ impl ClientShard {
     }
 
     fn on_bytes(&mut self, fd: RawFd, n: usize) {
+        if self.cfg.message.is_some() {
+            // Any reply ends the round trip of the message outstanding.
+            let now = self.now_us() as u32;
+            if let Some(c) = self.conns.get_mut(fd)
+                && c.ping_out
+            {
+                c.ping_out = false;
+                self.stats.pongs += 1;
+                self.hists.rtt_us.saturating_record(u64::from(now.wrapping_sub(c.started_us)).max(1));
+            }
+            return;
+        }
         let mut part = self.partial.remove(&fd).unwrap_or_default();
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         let (mut pongs, hist) = (0, &mut self.hists.rtt_us);
@@ -359,6 +422,7 @@ impl ClientShard {
         if self.conns.remove(fd).is_some() {
             self.stats.open -= 1;
             self.stats.closed += 1;
+            self.owe();
         }
         self.partial.remove(&fd);
         net::close(fd);
@@ -394,21 +458,18 @@ impl ClientShard {
             |i| targets.push(i as RawFd),
         );
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        let now_us = self.now_us() as u32;
+        let message = self.cfg.message.clone();
         for fd in targets {
             self.seq = self.seq.wrapping_add(1);
-            let bytes = frame::encode(Ping { seq: self.seq, sent_ns: now_ns });
-            match net::write(fd, &bytes) {
-                Ok(Io::Done(PING_LEN)) => {
-                    self.stats.pings += 1;
-                    self.stats.bytes_out += PING_LEN as u64;
-                    if let Some(c) = self.conns.get_mut(fd) {
-                        c.ping_out = true;
-                    }
+            let frame = frame::encode(Ping { seq: self.seq, sent_ns: now_ns });
+            let bytes: &[u8] = message.as_deref().unwrap_or(&frame);
+            if self.send(fd, bytes) {
+                self.stats.pings += 1;
+                if let Some(c) = self.conns.get_mut(fd) {
+                    c.ping_out = true;
+                    c.started_us = now_us;
                 }
-                Ok(Io::WouldBlock) => self.stats.errors.add(libc::EAGAIN),
-                // A torn frame would misalign every later one: drop the connection.
-                Ok(Io::Done(_)) => self.lost(fd, Some(libc::EIO)),
-                Err(e) => self.lost(fd, Some(errno_of(&e))),
             }
         }
     }

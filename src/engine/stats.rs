@@ -83,8 +83,11 @@ pub struct ShardStats {
     pub failed: u64,
     /// Client: pings sent.
     pub pings: u64,
-    /// Client: ping echoes received.
+    /// Client: ping echoes (or replies to `--message`) received.
     pub pongs: u64,
+    /// Client: connections opened again after the server closed one or a
+    /// connect failed (`--reconnect`).
+    pub reconnects: u64,
 }
 
 impl ShardStats {
@@ -105,6 +108,7 @@ impl ShardStats {
         self.failed += o.failed;
         self.pings += o.pings;
         self.pongs += o.pongs;
+        self.reconnects += o.reconnects;
     }
 
     /// Merges a slice of snapshots.
