@@ -23,7 +23,7 @@
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
 //! | [`serve`] | the server that holds connections, on the engine |
-//! | [`load`] | `tcpmax load`: errno explanations, payload escapes |
+//! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod calc;
