@@ -24,6 +24,7 @@
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
 //! | [`serve`] | the server that holds connections, on the engine |
+//! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod calc;
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod load;
 pub mod machine;
 pub mod output;
 pub mod procfs;

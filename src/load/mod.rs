@@ -1,0 +1,15 @@
+//! `tcpmax load`: the pure parts of a load run, computed before any socket
+//! opens.
+//!
+//! - [`plan`] decides which (source IP, destination) pairs carry how many
+//!   connections, keeping every pair well under half of its local port
+//!   range, and refuses a plan that cannot fit with the arithmetic and the
+//!   fix.
+//! - [`explain`] says what each errno means during a load run and what to
+//!   change.
+//! - [`bytes`] parses the payload escapes of `--message` and
+//!   `--first-message`.
+
+pub mod bytes;
+pub mod explain;
+pub mod plan;
