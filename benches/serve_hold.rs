@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tcpmax::engine::client::{Client, ClientConfig, CloseMode};
+use tcpmax::engine::client::{Client, ClientConfig, CloseMode, cross};
 use tcpmax::engine::sizing;
 use tcpmax::machine::{self, Machine};
 use tcpmax::sys::process;
@@ -35,14 +35,16 @@ fn main() -> Result<(), String> {
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)))
         .collect();
     let config = ClientConfig {
-        targets: vec![server.addr],
-        sources,
+        pairs: cross(&sources, &[server.addr]),
         count,
         shards: plan.shards,
         in_flight: 1024,
         rate: None,
         connect_timeout: Duration::from_secs(20),
         ping_rate: 0.0,
+        message: None,
+        first_message: None,
+        reconnect: false,
         close: CloseMode::Rst,
     };
     eprintln!("opening {count} connections over {} shards per side", plan.shards);

@@ -28,6 +28,8 @@ pub enum Command {
     Calc(crate::calc::Args),
     /// Hold a huge number of TCP connections (sharded over many fd tables).
     Serve(crate::serve::Args),
+    /// Open and hold connections against any TCP server.
+    Load(crate::load::Args),
 }
 
 /// Runs the parsed command line.
@@ -36,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Calc(args) => crate::calc::run(args),
         Command::Serve(args) => crate::serve::run(args),
+        Command::Load(args) => crate::load::run(args),
     }
 }
 

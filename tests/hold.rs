@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tcpmax::engine::client::{Client, ClientConfig, CloseMode};
+use tcpmax::engine::client::{Client, ClientConfig, CloseMode, cross};
 use tcpmax::engine::sizing;
 use tcpmax::serve::{Mode, Server, ServerConfig};
 use tcpmax::sys::process;
@@ -49,16 +49,18 @@ fn hold(count: u64, ping_rate: f64) {
     let mut srv = server(plan.shards, Mode::Echo);
     let target: SocketAddr = srv.local_addrs()[0];
     let config = ClientConfig {
-        targets: vec![target],
         // 8 source IPs: ~6,250 connections per (source, destination) pair,
         // well under half of the default 28,232-port range.
-        sources: sources(8),
+        pairs: cross(&sources(8), &[target]),
         count,
         shards: plan.shards,
         in_flight: 512,
         rate: None,
         connect_timeout: Duration::from_secs(10),
         ping_rate,
+        message: None,
+        first_message: None,
+        reconnect: false,
         close: CloseMode::Rst,
     };
     let mut client = Client::start(&config).expect("client starts");

@@ -9,7 +9,14 @@
 //!   change.
 //! - [`bytes`] parses the payload escapes of `--message` and
 //!   `--first-message`.
+//! - [`run`] checks the arguments, runs the engine's client through ramp,
+//!   hold and teardown, and samples it once a second.
+//! - [`report`] is the report: JSON and the human table.
 
 pub mod bytes;
 pub mod explain;
 pub mod plan;
+pub mod report;
+pub mod run;
+
+pub use run::{Args, run};

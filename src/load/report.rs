@@ -1,0 +1,256 @@
+//! The report of a load run: what was planned, what happened, how long it
+//! took, latency percentiles, every errno with its meaning, a per-second
+//! timeline and the machine. Serialised as JSON (`schemas/load.schema.json`)
+//! and rendered as a table.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::explain::explain;
+use super::plan::Plan;
+use crate::engine::stats::Errnos;
+use crate::machine::Machine;
+use crate::units::{group, human_bytes};
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Samples recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// The percentiles of a histogram (all zero when it is empty).
+    pub fn of(h: &Histogram<u32>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    /// "p50 120 us, p99 900 us, p99.9 2.1 ms, max 5.0 ms".
+    pub fn summary(&self) -> String {
+        if self.count == 0 {
+            return "no samples".into();
+        }
+        format!(
+            "p50 {}, p99 {}, p99.9 {}, max {}",
+            micros(self.p50),
+            micros(self.p99),
+            micros(self.p999),
+            micros(self.max)
+        )
+    }
+}
+
+/// Formats microseconds for people.
+pub fn micros(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} us"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
+/// One errno seen during the run, with what it means.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrnoRow {
+    /// Symbolic name (`ECONNREFUSED`).
+    pub errno: &'static str,
+    /// Times seen.
+    pub count: u64,
+    /// What it means in a load run.
+    pub meaning: &'static str,
+    /// What to do.
+    pub fix: &'static str,
+}
+
+/// The errno table of a run, most frequent first.
+pub fn errno_rows(errors: &Errnos) -> Vec<ErrnoRow> {
+    errors
+        .ranked()
+        .into_iter()
+        .map(|(errno, count)| {
+            let e = explain(errno);
+            ErrnoRow { errno, count, meaning: e.meaning, fix: e.fix }
+        })
+        .collect()
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Connections established now.
+    pub established: u64,
+    /// Connects in flight now.
+    pub connecting: u64,
+    /// Connections established during this second.
+    pub opened_per_s: f64,
+    /// Connect failures so far.
+    pub failed: u64,
+    /// Connections the server closed so far.
+    pub closed: u64,
+    /// Ping replies during this second.
+    pub pongs_per_s: f64,
+    /// Failures of all kinds so far.
+    pub errors: u64,
+}
+
+/// The whole report of `tcpmax load`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Destinations.
+    pub targets: Vec<SocketAddr>,
+    /// Connections asked for.
+    pub count: u64,
+    /// The address plan.
+    pub plan: Plan,
+    /// Shards (fd tables) used.
+    pub shards: usize,
+    /// Most connections established at once.
+    pub peak_established: u64,
+    /// Connections established when the hold ended.
+    pub held_at_end: u64,
+    /// Connections established, ever (reconnects included).
+    pub opened: u64,
+    /// Connect attempts that failed.
+    pub failed: u64,
+    /// Established connections the server closed or reset.
+    pub closed_by_peer: u64,
+    /// Connections opened again (`--reconnect`).
+    pub reconnects: u64,
+    /// Seconds from the first connect until every connection was attempted.
+    pub ramp_seconds: f64,
+    /// Connections established per second over the ramp.
+    pub connect_rate_per_s: f64,
+    /// Seconds the connections were held.
+    pub hold_seconds: f64,
+    /// Seconds to close everything.
+    pub teardown_seconds: f64,
+    /// True when Ctrl-C (or SIGTERM) ended the run early.
+    pub interrupted: bool,
+    /// Connect latency.
+    pub connect_latency_us: Percentiles,
+    /// Ping (or message) round-trip time.
+    pub ping_rtt_us: Percentiles,
+    /// Pings (or messages) sent.
+    pub pings_sent: u64,
+    /// Replies received.
+    pub pongs: u64,
+    /// Every errno seen, with its meaning and fix.
+    pub errors: Vec<ErrnoRow>,
+    /// One sample a second.
+    pub timeline: Vec<Sample>,
+    /// Anonymous RSS of this process at peak, in bytes.
+    pub rss_anon_bytes: u64,
+    /// The same per connection at peak.
+    pub rss_anon_bytes_per_connection: f64,
+    /// Where it ran.
+    pub machine: Machine,
+}
+
+impl LoadReport {
+    /// The human table.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "load: {} connections to {}", group(self.count), targets(&self.targets));
+        if self.interrupted {
+            let _ = writeln!(w, "  (interrupted: stopped early, figures below are what was measured)");
+        }
+        let _ = writeln!(w, "  peak established    {}", group(self.peak_established));
+        let _ = writeln!(w, "  held at end         {}", group(self.held_at_end));
+        let _ = writeln!(w, "  failed connects     {}", group(self.failed));
+        let _ = writeln!(w, "  closed by server    {}", group(self.closed_by_peer));
+        if self.reconnects > 0 {
+            let _ = writeln!(w, "  reconnects          {}", group(self.reconnects));
+        }
+        let _ = writeln!(
+            w,
+            "  ramp                {:.1} s at {} connections/s",
+            self.ramp_seconds,
+            group(self.connect_rate_per_s as u64)
+        );
+        let _ = writeln!(w, "  hold / teardown     {:.1} s / {:.1} s", self.hold_seconds, self.teardown_seconds);
+        let _ = writeln!(w, "  connect latency     {}", self.connect_latency_us.summary());
+        if self.pings_sent > 0 {
+            let _ = writeln!(
+                w,
+                "  ping rtt            {} ({} sent, {} back)",
+                self.ping_rtt_us.summary(),
+                group(self.pings_sent),
+                group(self.pongs)
+            );
+        }
+        let _ = writeln!(
+            w,
+            "  shards / memory     {} fd tables, {} anonymous RSS ({:.1} B per connection)",
+            self.shards,
+            human_bytes(self.rss_anon_bytes),
+            self.rss_anon_bytes_per_connection
+        );
+        if self.errors.is_empty() {
+            let _ = writeln!(w, "  errors              none");
+        } else {
+            let _ = writeln!(w, "  errors:");
+            for e in &self.errors {
+                let _ = writeln!(w, "    {:<14} {:>10}  {}", e.errno, group(e.count), e.meaning);
+                let _ = writeln!(w, "    {:<14} {:>10}  fix: {}", "", "", e.fix);
+            }
+        }
+        s
+    }
+}
+
+fn targets(t: &[SocketAddr]) -> String {
+    match t {
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+        [] => "nothing".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_histogram() {
+        let mut h = crate::engine::shard::new_hist();
+        assert_eq!(Percentiles::of(&h), Percentiles::default());
+        for v in 1..=1000u64 {
+            h.saturating_record(v);
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 1000);
+        assert_eq!(p.p50, 500);
+        assert_eq!(p.max, 1000);
+        assert!(p.p99 >= 990 && p.p999 >= p.p99);
+    }
+
+    #[test]
+    fn micros_are_readable() {
+        assert_eq!(micros(12), "12 us");
+        assert_eq!(micros(2_500), "2.5 ms");
+        assert_eq!(micros(3_000_000), "3.00 s");
+    }
+}
