@@ -47,7 +47,7 @@ fn main() -> Result<(), String> {
         reconnect: false,
         close: CloseMode::Rst,
     };
-    eprintln!("opening {count} connections over {} shards per side", plan.shards);
+    eprintln!("opening {count} connections: {} client shards, {} server shards", plan.shards, server.shards);
     let t0 = Instant::now();
     let mut client = Client::start(&config).map_err(|e| e.to_string())?;
     let settled = client.wait_settled(Duration::from_secs(600));
@@ -65,6 +65,7 @@ fn main() -> Result<(), String> {
     let (fin, _) = client.stop();
     server.until_conns(Duration::from_secs(120), |n| n == 0).ok_or("server did not drain")?;
     let teardown = t_down.elapsed();
+    let server_shards = server.shards;
     server.stop()?;
 
     let per = |bytes: u64| {
@@ -82,7 +83,7 @@ fn main() -> Result<(), String> {
         "accept_rate_per_s": per_second(held, ramp),
         "teardown_seconds": teardown.as_secs_f64(),
         "server": {
-            "shards": plan.shards,
+            "shards": server_shards,
             "rss_anon_idle_bytes": server_rss_idle,
             "rss_anon_bytes": server_rss,
             "rss_anon_bytes_per_connection": per(server_rss),

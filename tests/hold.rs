@@ -46,7 +46,7 @@ fn hold(count: u64, ping_rate: f64) {
         count > nofile.soft || plan.shards == sizing::cores(),
         "the test must need more than one fd table to mean anything"
     );
-    let mut srv = server(plan.shards, Mode::Echo);
+    let mut srv = server(sizing::plan_hashed(count, nofile.soft, sizing::cores()).shards, Mode::Echo);
     let target: SocketAddr = srv.local_addrs()[0];
     let config = ClientConfig {
         // 8 source IPs: ~6,250 connections per (source, destination) pair,

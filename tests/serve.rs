@@ -3,103 +3,15 @@
 //! its once-a-second status lines on stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    status: Receiver<String>,
-    stdout_rest: Receiver<String>,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--status"])
-            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpmax serve");
-        let stdout = lines(child.stdout.take().unwrap());
-        let status = lines(child.stderr.take().unwrap());
-        let mut addr = None;
-        loop {
-            let line = stdout.recv_timeout(LIMIT).expect("serve announces itself");
-            if let Some(rest) = line.strip_prefix("listening ") {
-                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
-            }
-            if line.starts_with("shards ") {
-                break;
-            }
-        }
-        Serve { child, addr: addr.expect("a listening line"), status, stdout_rest: stdout }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for a status line for which `pred` holds; returns it.
-    fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.status.recv_timeout(left).unwrap_or_else(|_| panic!("no status line with {what}"));
-            if pred(&line) {
-                return line;
-            }
-        }
-    }
-
-    fn until_conns(&self, n: u64) -> String {
-        let want = format!("conns {} |", group(n));
-        self.until(&want, |l| l.contains(&want))
-    }
-
-    fn stop(mut self, signal: &str) -> (std::process::ExitStatus, String) {
-        Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        while let Ok(l) = self.stdout_rest.recv_timeout(Duration::from_secs(5)) {
-            out.push_str(&l);
-            out.push('\n');
-        }
-        (status, out)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn group(n: u64) -> String {
-    tcpmax::units::group(n)
-}
+use common::{LIMIT, Serve};
 
 /// Descriptors open in every fd table of a process (one per thread here).
 fn fds_of(pid: u32) -> usize {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub struct ServeChild {
     pub child: Child,
     pub addr: SocketAddr,
+    pub shards: usize,
     pub status: Receiver<String>,
     pub stdout: Receiver<String>,
 }
@@ -29,17 +30,19 @@ impl ServeChild {
         let stdout = lines(child.stdout.take().ok_or("no stdout")?);
         let status = lines(child.stderr.take().ok_or("no stderr")?);
         let mut addr = None;
+        let shards;
         loop {
             let line = stdout.recv_timeout(Duration::from_secs(60)).map_err(|_| "serve did not start".to_string())?;
             if let Some(rest) = line.strip_prefix("listening ") {
                 addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
-            if line.starts_with("shards ") {
+            if let Some(rest) = line.strip_prefix("shards ") {
+                shards = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
                 break;
             }
         }
         let addr = addr.ok_or("no listening line")?;
-        Ok(ServeChild { child, addr, status, stdout })
+        Ok(ServeChild { child, addr, shards, status, stdout })
     }
 
     pub fn pid(&self) -> u32 {

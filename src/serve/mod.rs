@@ -107,7 +107,7 @@ pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
             mem.really_free() / DEFAULT_KERNEL_BYTES_PER_SOCKET
         }
     };
-    let mut plan = sizing::plan(target, nofile.soft, sizing::cores());
+    let mut plan = sizing::plan_hashed(target, nofile.soft, sizing::cores());
     if let Some(n) = args.shards {
         anyhow::ensure!(n > 0, crate::Error::Input("--shards must be at least 1".into()));
         plan.shards = n;

@@ -308,6 +308,24 @@ pub fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<bool> {
     }
 }
 
+/// A blocking `std` listener on `addr` with an explicit backlog (std's own
+/// is fixed at 128), for tests and experiments that want plain std sockets.
+pub fn std_listener(addr: &SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let fd = socket(addr, Kind::Tcp)?;
+    let setup = || -> io::Result<()> {
+        set_reuseaddr(fd)?;
+        bind(fd, addr)?;
+        listen(fd, backlog)
+    };
+    setup().inspect_err(|_| close(fd))?;
+    // SAFETY: `fd` is a listening socket this function just created and owns;
+    // the TcpListener takes that ownership and closes it on drop.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(false)?;
+    Ok(listener)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,121 @@
+//! Shared pieces of the integration tests: a `tcpmax serve` child read
+//! through its announce lines (stdout) and status lines (stderr), and JSON
+//! schema validation.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+pub struct Serve {
+    pub child: Child,
+    pub addrs: Vec<SocketAddr>,
+    pub addr: SocketAddr,
+    pub status: Receiver<String>,
+    pub stdout_rest: Receiver<String>,
+}
+
+impl Serve {
+    pub fn start(extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--status"])
+            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpmax serve");
+        let stdout = lines(child.stdout.take().unwrap());
+        let status = lines(child.stderr.take().unwrap());
+        let mut addrs = Vec::new();
+        loop {
+            let line = stdout.recv_timeout(LIMIT).expect("serve announces itself");
+            if let Some(rest) = line.strip_prefix("listening ") {
+                addrs.push(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+            if line.starts_with("shards ") {
+                break;
+            }
+        }
+        let addr = *addrs.first().expect("a listening line");
+        Serve { child, addrs, addr, status, stdout_rest: stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a status line for which `pred` holds; returns it.
+    pub fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.status.recv_timeout(left).unwrap_or_else(|_| panic!("no status line with {what}"));
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    pub fn until_conns(&self, n: u64) -> String {
+        let want = format!("conns {} |", group(n));
+        self.until(&want, |l| l.contains(&want))
+    }
+
+    pub fn stop(mut self, signal: &str) -> (std::process::ExitStatus, String) {
+        Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        while let Ok(l) = self.stdout_rest.recv_timeout(Duration::from_secs(5)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        (status, out)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+pub fn group(n: u64) -> String {
+    tcpmax::units::group(n)
+}
+
+/// Validates `report` against `schemas/NAME.schema.json`.
+pub fn validate(name: &str, report: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{name}.schema.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// Runs the binary with `args` to the end.
+pub fn tcpmax(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tcpmax")).args(args).output().unwrap()
+}
