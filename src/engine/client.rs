@@ -173,6 +173,7 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter
     let mut pings = RoundRobin::new(s.cfg.ping_rate / shards as f64);
     let mut events = vec![epoll::empty_event(); 256];
     let mut last_tick = Instant::now();
+    let mut ramp_reported = false;
     while !ctl.stop_requested() {
         let now = Instant::now();
         let elapsed = now.duration_since(last_tick);
@@ -200,8 +201,18 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter
             }
         }
         s.expire_connects();
+        // Heartbeats start once this shard's ramp is over: they measure the
+        // cost of a ready event among held connections, not the connect storm.
         let due = pings.earn(elapsed);
-        s.ping(&mut pings, due);
+        let ramping = s.next < s.cfg.count || s.stats.connecting > 0;
+        if !ramping {
+            s.ping(&mut pings, due);
+        }
+        if !ramping && !ramp_reported {
+            // The supervisor times the ramp: tell it at once, not at the next tick.
+            ramp_reported = true;
+            reporter.send_now(Instant::now(), &s.stats);
+        }
         reporter.maybe_send(Instant::now(), &s.stats);
     }
     s.close_all();

@@ -112,6 +112,12 @@ impl Reporter {
         }
     }
 
+    /// Sends a snapshot now (a milestone the supervisor should see at once).
+    pub fn send_now(&mut self, now: Instant, stats: &ShardStats) {
+        self.next = now;
+        self.maybe_send(now, stats);
+    }
+
     /// Tells the supervisor set-up finished.
     pub fn ready(&self, result: Result<(), String>) {
         let _ = self.tx.send(ShardMsg::Ready { shard: self.shard, result });

@@ -1,0 +1,113 @@
+//! The ramp side by side: the kernel's own connect+accept rate, measured by
+//! a minimal C epoll program (`benches/c/kernel_hold.c`, built here with
+//! `cc`), then `tcpmax load` against `tcpmax serve`, both to the same count
+//! on loopback in the same run. Writes JSON with both, their ratio, the user
+//! memory per connection of each tcpmax side, and the machine.
+//!
+//! `cargo bench --bench ramp -- --count 1M --json docs/bench/ramp_1m.json`
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::ServeChild;
+use serde_json::{Value, json};
+use tcpmax::machine::{self, Machine};
+
+fn kernel_baseline(count: u64) -> Result<Value, String> {
+    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kernel_hold");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/kernel_hold.c");
+    let built = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("cc: {e}"))?;
+    if !built.success() {
+        return Err("building benches/c/kernel_hold.c failed".into());
+    }
+    eprintln!("kernel baseline: {count} connections");
+    let out = Command::new(&exe).arg(count.to_string()).output().map_err(|e| format!("kernel_hold: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("kernel_hold failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("kernel_hold output: {e}"))
+}
+
+fn tcpmax_run(count: u64, hold: &str) -> Result<Value, String> {
+    eprintln!("tcpmax: {count} connections");
+    let server = ServeChild::start(&["--mode", "echo", "--max-conns", &count.to_string()])?;
+    server.next_conns(Duration::from_secs(10)).ok_or("no status line")?;
+    let report = std::env::temp_dir().join(format!("tcpmax-ramp-{}.json", std::process::id()));
+    let mut load = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+        .args(["load", &server.addr.to_string(), "-c", &count.to_string(), "--hold", hold, "--ping-rate", "1%"])
+        .arg("--json")
+        .arg(&report)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("tcpmax load: {e}"))?;
+    // While the load holds, the server's memory is read at its peak.
+    server.until_conns(Duration::from_secs(600), |n| n >= count).ok_or("the server never held the count")?;
+    let server_rss = machine::rss_anon(server.pid()).unwrap_or(0);
+    let status = load.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("tcpmax load exited with {status}"));
+    }
+    let shards = server.shards;
+    server.stop()?;
+    let text = std::fs::read_to_string(&report).map_err(|e| format!("reading the load report: {e}"))?;
+    let _ = std::fs::remove_file(&report);
+    let load: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let held = load["peak_established"].as_u64().unwrap_or(0).max(1);
+    Ok(json!({
+        "load": load,
+        "server_shards": shards,
+        "server_rss_anon_bytes": server_rss,
+        "server_rss_anon_bytes_per_connection": server_rss as f64 / held as f64,
+    }))
+}
+
+fn main() -> Result<(), String> {
+    let count = common::arg("--count").map_or(Ok(1_000_000), |c| tcpmax::units::parse_count(&c))?;
+    let hold = common::arg("--hold").unwrap_or_else(|| "5s".into());
+    let out = common::arg("--json").unwrap_or_else(|| "ramp.json".into());
+
+    let kernel = kernel_baseline(count)?;
+    let ours = tcpmax_run(count, &hold)?;
+    let l = &ours["load"];
+    let kernel_rate = kernel["rate_per_s"].as_f64().unwrap_or(0.0);
+    let our_rate = l["connect_rate_per_s"].as_f64().unwrap_or(0.0);
+    let client_per_conn = l["rss_anon_bytes_per_connection"].as_f64().unwrap_or(0.0);
+    let server_per_conn = ours["server_rss_anon_bytes_per_connection"].as_f64().unwrap_or(0.0);
+    let summary = json!({
+        "count": count,
+        "kernel_rate_per_s": kernel_rate,
+        "kernel_ramp_seconds": kernel["ramp_seconds"],
+        "tcpmax_rate_per_s": our_rate,
+        "tcpmax_ramp_seconds": l["ramp_seconds"],
+        "tcpmax_rate_vs_kernel": if kernel_rate > 0.0 { our_rate / kernel_rate } else { 0.0 },
+        "tcpmax_held": l["peak_established"],
+        "tcpmax_failed": l["failed"],
+        "client_rss_anon_bytes_per_connection": client_per_conn,
+        "server_rss_anon_bytes_per_connection": server_per_conn,
+        "user_bytes_per_connection_both_ends": client_per_conn + server_per_conn,
+        "ping_rtt_us": l["ping_rtt_us"],
+        "connect_latency_us": l["connect_latency_us"],
+        "tcpmax_teardown_seconds": l["teardown_seconds"],
+        "kernel_teardown_seconds": kernel["teardown_seconds"],
+    });
+    let report = json!({
+        "benchmark": "ramp",
+        "summary": summary,
+        "kernel_baseline": kernel,
+        "tcpmax": ours,
+        "machine": Machine::read(),
+    });
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&out, text + "\n").map_err(|e| format!("writing {out}: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&report["summary"]).unwrap_or_default());
+    Ok(())
+}
