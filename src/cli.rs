@@ -30,6 +30,8 @@ pub enum Command {
     Serve(crate::serve::Args),
     /// Open and hold connections against any TCP server.
     Load(crate::load::Args),
+    /// Prove the ceiling: serve and load on loopback, ramp, hold, report.
+    Bench(crate::bench::Args),
 }
 
 /// Runs the parsed command line.
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Calc(args) => crate::calc::run(args),
         Command::Serve(args) => crate::serve::run(args),
         Command::Load(args) => crate::load::run(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 

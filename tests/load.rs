@@ -107,7 +107,7 @@ fn bad_payload_escapes_are_input_errors() {
 #[test]
 #[ignore = "140,000 sockets; run by the benchmark script"]
 fn one_source_ip_holds_more_than_65535() {
-    let listen = vec!["127.0.0.1:0"; 8].join(",");
+    let listen = ["127.0.0.1:0"; 8].join(",");
     let srv = Serve::start(&["--listen", &listen, "--max-conns", "80k", "--mode", "silent"]);
     assert_eq!(srv.addrs.len(), 8);
     let targets: Vec<String> = srv.addrs.iter().map(|a| a.to_string()).collect();

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::frame::{self, Partial, Ping};
@@ -80,6 +81,7 @@ pub struct ClientConfig {
 pub struct Client {
     pool: Pool,
     count: u64,
+    halt: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -90,9 +92,18 @@ impl Client {
         }
         let shards = config.shards.max(1);
         let cfg = Arc::new(ClientConfig { shards, ..config.clone() });
-        let pool = Pool::start("load", shards, move |id, ctl, reporter| run_shard(id, cfg.clone(), ctl, reporter))
-            .map_err(Error::Input)?;
-        Ok(Client { pool, count: config.count })
+        let halt = Arc::new(AtomicBool::new(false));
+        let h = halt.clone();
+        let pool =
+            Pool::start("load", shards, move |id, ctl, reporter| run_shard(id, cfg.clone(), h.clone(), ctl, reporter))
+                .map_err(Error::Input)?;
+        Ok(Client { pool, count: config.count, halt })
+    }
+
+    /// Stops opening connections (a guard tripped): connects in flight
+    /// finish, what is established stays held, nothing new is opened.
+    pub fn halt_ramp(&self) {
+        self.halt.store(true, Ordering::Relaxed);
     }
 
     /// Number of shards.
@@ -142,7 +153,7 @@ impl Record for Conn {
     }
 }
 
-fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter: Reporter) {
+fn run_shard(id: usize, cfg: Arc<ClientConfig>, halt: Arc<AtomicBool>, ctl: Arc<ShardCtl>, mut reporter: Reporter) {
     let epoll = match Epoll::new().and_then(|ep| ep.add(ctl.bell_fd(), epoll::IN | epoll::ET, BELL).map(|()| ep)) {
         Ok(ep) => ep,
         Err(e) => return reporter.ready(Err(format!("epoll: {e}"))),
@@ -175,6 +186,11 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, ctl: Arc<ShardCtl>, mut reporter
     let mut last_tick = Instant::now();
     let mut ramp_reported = false;
     while !ctl.stop_requested() {
+        if halt.load(Ordering::Relaxed) {
+            s.next = s.next.max(s.cfg.count);
+            s.owed = 0;
+            s.reconnects_left = 0;
+        }
         let now = Instant::now();
         let elapsed = now.duration_since(last_tick);
         last_tick = now;

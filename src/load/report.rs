@@ -148,6 +148,8 @@ pub struct LoadReport {
     pub teardown_seconds: f64,
     /// True when Ctrl-C (or SIGTERM) ended the run early.
     pub interrupted: bool,
+    /// What stopped the ramp before the target, if anything did (a guard).
+    pub stopped_by: Option<String>,
     /// Connect latency.
     pub connect_latency_us: Percentiles,
     /// Ping (or message) round-trip time.
@@ -176,6 +178,9 @@ impl LoadReport {
         let _ = writeln!(w, "load: {} connections to {}", group(self.count), targets(&self.targets));
         if self.interrupted {
             let _ = writeln!(w, "  (interrupted: stopped early, figures below are what was measured)");
+        }
+        if let Some(why) = &self.stopped_by {
+            let _ = writeln!(w, "  ramp stopped by      {why}");
         }
         let _ = writeln!(w, "  peak established    {}", group(self.peak_established));
         let _ = writeln!(w, "  held at end         {}", group(self.held_at_end));

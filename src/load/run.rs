@@ -130,15 +130,25 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
     Ok(Load { plan, client, hold: args.hold })
 }
 
-/// Runs a load to the end: ramp until every connection was attempted, hold,
-/// close. `tick` sees one sample a second; `stop` is asked a few times a
-/// second whether to end early (Ctrl-C). What was measured is always
-/// returned.
-pub fn execute(
-    load: &Load,
-    tick: &mut dyn FnMut(&Sample, &ShardStats),
-    stop: &mut dyn FnMut() -> bool,
-) -> crate::Result<LoadReport> {
+/// What a caller of [`execute`] hooks into the run.
+#[allow(missing_debug_implementations)] // closures
+pub struct Hooks<'a> {
+    /// Sees one sample a second.
+    pub tick: &'a mut dyn FnMut(&Sample, &ShardStats),
+    /// Asked about ten times a second: true ends the run now (Ctrl-C).
+    pub stop: &'a mut dyn FnMut() -> bool,
+    /// Asked about ten times a second during the ramp: a reason stops
+    /// opening connections (what is held stays held for the hold).
+    pub guard: &'a mut dyn FnMut() -> Option<String>,
+    /// Called once when the hold ends, before teardown: the peak.
+    pub at_peak: &'a mut dyn FnMut(&ShardStats),
+}
+
+/// Runs a load to the end: ramp until every connection was attempted (or a
+/// guard stops it), hold, close. What was measured is always returned, also
+/// when the run is stopped early.
+pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
+    let Hooks { tick, stop, guard, at_peak } = hooks;
     let count = load.client.count;
     let started = Instant::now();
     let mut client = Client::start(&load.client)?;
@@ -147,11 +157,20 @@ pub fn execute(
     let mut last = (0.0f64, ShardStats::default());
     let mut ramp_end: Option<Instant> = None;
     let mut interrupted = false;
+    let mut stopped_by: Option<String> = None;
     let t = loop {
         let t = client.poll_wait(Duration::from_millis(100));
         let now = Instant::now();
         peak = peak.max(t.open);
-        if ramp_end.is_none() && t.opened + t.failed >= count && t.connecting == 0 {
+        if ramp_end.is_none()
+            && stopped_by.is_none()
+            && let Some(reason) = guard()
+        {
+            client.halt_ramp();
+            stopped_by = Some(reason);
+        }
+        let attempted = t.opened + t.failed >= count || stopped_by.is_some();
+        if ramp_end.is_none() && attempted && t.connecting == 0 {
             ramp_end = Some(now);
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
@@ -181,6 +200,7 @@ pub fn execute(
         }
     };
     rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
+    at_peak(&t);
     let held_at_end = t.open;
     let ramp = ramp_end.unwrap_or_else(Instant::now).duration_since(started);
     let hold = ramp_end.map_or(Duration::ZERO, |r| r.elapsed());
@@ -203,6 +223,7 @@ pub fn execute(
         hold_seconds: hold.as_secs_f64(),
         teardown_seconds: teardown.as_secs_f64(),
         interrupted,
+        stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
         ping_rtt_us: Percentiles::of(&hists.rtt_us),
         pings_sent: fin.pings,
@@ -238,9 +259,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let tty = output::stderr_is_tty();
     let count = load.client.count;
-    let mut tick = |s: &Sample, t: &ShardStats| progress(s, t, count, tty);
-    let mut stop = || process::wait_signal(&[SIGINT, SIGTERM], Duration::ZERO).ok().flatten().is_some();
-    let report = execute(&load, &mut tick, &mut stop)?;
+    let report = execute(
+        &load,
+        Hooks {
+            tick: &mut |s: &Sample, t: &ShardStats| progress(s, t, count, tty),
+            stop: &mut || process::wait_signal(&[SIGINT, SIGTERM], Duration::ZERO).ok().flatten().is_some(),
+            guard: &mut || None,
+            at_peak: &mut |_| {},
+        },
+    )?;
     if tty {
         eprintln!();
     }

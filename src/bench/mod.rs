@@ -1,0 +1,248 @@
+//! `tcpmax bench`: the main job. Starts a server and a client on loopback
+//! in this process (each sharded over its own fd tables), ramps to the
+//! target, holds with heartbeats, measures what it cost, tears down and
+//! reports.
+//!
+//! Before any socket opens it asks the doctor for this machine's loopback
+//! ceiling and refuses a target above it (unless `--force`). During the ramp
+//! the [`guard`] stops opening connections before memory runs out; stopping
+//! there is a result, reported as the first limit, not a failure.
+
+pub mod guard;
+pub mod report;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::doctor::{self, Report as Doctor};
+use crate::engine::sizing;
+use crate::engine::stats::ShardStats;
+use crate::error::Error;
+use crate::load::explain::explain;
+use crate::load::plan::PairBudget;
+use crate::load::report::{LoadReport, Sample};
+use crate::load::run::{self as load_run, Hooks};
+use crate::machine::{self, Machine};
+use crate::output;
+use crate::procfs::ProcFs;
+use crate::serve::{Mode, Server, ServerConfig};
+use crate::sys::process::{self, SIGINT, SIGTERM};
+use crate::units::{self, CountOrPercent, group, human_bytes};
+use report::{BenchReport, FirstLimit, Shards};
+
+/// Arguments of `tcpmax bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Connections to hold (both ends on this machine: two sockets each).
+    #[arg(short = 'c', long = "connections", default_value = "100k", value_parser = units::parse_count)]
+    pub count: u64,
+    /// How long to hold them, with heartbeats, once the ramp is over.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    pub hold: Duration,
+    /// Heartbeats per second: a share of the held connections (1%) or a count.
+    #[arg(long, default_value = "1%", value_parser = units::parse_count_or_percent)]
+    pub ping_rate: CountOrPercent,
+    /// Run even when the doctor predicts the target does not fit.
+    #[arg(long)]
+    pub force: bool,
+    /// Write the report as JSON to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Refuses a target the doctor says this machine cannot hold.
+pub fn check_target(count: u64, doctor: &Doctor) -> crate::Result<()> {
+    let Some(ceiling) = doctor.ceiling.loopback else { return Ok(()) };
+    if count <= ceiling {
+        return Ok(());
+    }
+    let binding = doctor.binding.loopback.clone().unwrap_or_else(|| "unknown".into());
+    let fix = doctor.limits.iter().find(|l| l.name == binding).map(|l| l.fix.clone()).unwrap_or_default();
+    Err(Error::Refused {
+        reason: format!(
+            "-c {} needs {} sockets on loopback; the doctor predicts at most {} connections here, bound by {binding}",
+            group(count),
+            group(count.saturating_mul(2)),
+            group(ceiling)
+        ),
+        fix: format!("{fix}; or a smaller -c; or --force to try anyway (`tcpmax doctor` explains)"),
+    })
+}
+
+/// Runs `tcpmax bench`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.count > 0, Error::Input("-c must be at least 1".into()));
+    let doctor = doctor::diagnose(&ProcFs::default());
+    if !args.force {
+        check_target(args.count, &doctor)?;
+    }
+    process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
+    let json_to_stdout = output::is_stdout(args.json.as_deref());
+    let mut human: Box<dyn std::io::Write> =
+        if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+
+    let report = bench(&args, &doctor, &mut *human)?;
+    write!(human, "{}", report.render())?;
+    human.flush()?;
+    if let Some(path) = &args.json {
+        output::write_json(path, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Memory and RSS read at the peak, before teardown.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peak {
+    rss: u64,
+    slab: u64,
+    free: u64,
+}
+
+fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow::Result<BenchReport> {
+    let fs = ProcFs::default();
+    let nofile = process::raise_nofile().context("raising RLIMIT_NOFILE")?;
+    let backlog = fs.sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
+    let server_shards = sizing::plan_hashed(args.count, nofile.soft, sizing::cores()).shards;
+    let mut server = Server::start(&ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
+        mode: Mode::Echo,
+        udp: false,
+        max_conns: Some(args.count),
+        max_memory: None,
+        shards: server_shards,
+        backlog,
+    })?;
+    let target = server.local_addrs()[0];
+    let load = load_run::prepare(&load_run::Args {
+        targets: vec![target],
+        count: args.count,
+        rate: None,
+        sources: Vec::new(),
+        pair_budget: PairBudget::default(),
+        hold: args.hold,
+        ping_rate: args.ping_rate,
+        message: None,
+        first_message: None,
+        connect_timeout: Duration::from_secs(10),
+        close: crate::engine::client::CloseMode::Rst,
+        reconnect: false,
+        in_flight: 4096,
+        shards: None,
+        json: None,
+    })?;
+    writeln!(
+        human,
+        "bench: {} connections to {target} from {} source IPs; {} server + {} client shards",
+        group(args.count),
+        load.plan.sources,
+        server_shards,
+        load.client.shards
+    )?;
+    human.flush()?;
+
+    let (slab0, free0) = machine::kernel_memory().context("reading /proc/meminfo")?;
+    let tty = output::stderr_is_tty();
+    let mut peak = Peak::default();
+    let count = args.count;
+    let load_report = load_run::execute(
+        &load,
+        Hooks {
+            tick: &mut |s: &Sample, t: &ShardStats| {
+                let srv = server.poll();
+                progress(s, t, &srv, count, tty);
+            },
+            stop: &mut || process::wait_signal(&[SIGINT, SIGTERM], Duration::ZERO).ok().flatten().is_some(),
+            guard: &mut || fs.meminfo().ok().and_then(|m| guard::check(&m)),
+            at_peak: &mut |_t: &ShardStats| {
+                let (slab, free) = machine::kernel_memory().unwrap_or((slab0, free0));
+                peak = Peak { rss: machine::rss_anon(std::process::id()).unwrap_or(0), slab, free };
+            },
+        },
+    )?;
+    if tty {
+        eprintln!();
+    }
+    // The client has reset everything; the server drains as the resets land.
+    let drain_start = Instant::now();
+    let deadline = drain_start + Duration::from_secs(120);
+    while server.poll_wait(Duration::from_millis(200)).open > 0 && Instant::now() < deadline {}
+    let server_drain = drain_start.elapsed();
+    let server_stats = server.shutdown();
+    Ok(assemble(args, doctor, &load_report, &server_stats, peak, (slab0, free0), server_shards, server_drain))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    args: &Args,
+    doctor: &Doctor,
+    l: &LoadReport,
+    _server: &ShardStats,
+    peak: Peak,
+    (slab0, free0): (u64, u64),
+    server_shards: usize,
+    server_drain: Duration,
+) -> BenchReport {
+    let held = l.peak_established;
+    let per = |bytes: u64| if held == 0 { 0.0 } else { bytes as f64 / held as f64 };
+    let first_limit = if let Some(why) = &l.stopped_by {
+        let memory = doctor.limits.iter().find(|r| r.name == "memory");
+        Some(FirstLimit {
+            kind: "guard",
+            name: "memory".into(),
+            explanation: why.clone(),
+            fix: memory.map(|r| r.fix.clone()).unwrap_or_default(),
+        })
+    } else if l.failed > 0 || held < args.count {
+        l.errors.first().map(|e| {
+            let x = explain(e.errno);
+            FirstLimit { kind: "errno", name: e.errno.to_string(), explanation: x.meaning.into(), fix: x.fix.into() }
+        })
+    } else {
+        None
+    };
+    BenchReport {
+        target: args.count,
+        held,
+        predicted: doctor.ceiling.loopback,
+        predicted_binding: doctor.binding.loopback.clone(),
+        ramp_seconds: l.ramp_seconds,
+        connect_rate_per_s: l.connect_rate_per_s,
+        hold_seconds: l.hold_seconds,
+        kernel_bytes_per_connection: per(free0.saturating_sub(peak.free)),
+        kernel_slab_bytes_per_connection: per(peak.slab.saturating_sub(slab0)),
+        user_bytes_per_connection: per(peak.rss),
+        user_rss_anon_bytes: peak.rss,
+        ping_rtt_us: l.ping_rtt_us,
+        connect_latency_us: l.connect_latency_us,
+        failed: l.failed,
+        first_limit,
+        shards: Shards { server: server_shards, client: l.shards },
+        teardown_seconds: l.teardown_seconds + server_drain.as_secs_f64(),
+        interrupted: l.interrupted,
+        timeline: l.timeline.clone(),
+        machine: Machine::read(),
+    }
+}
+
+fn progress(s: &Sample, t: &ShardStats, server: &ShardStats, count: u64, tty: bool) {
+    let free = ProcFs::default().meminfo().map(|m| human_bytes(m.really_free())).unwrap_or_else(|_| "?".into());
+    let line = format!(
+        "[{:>5.0}s] established {} / {} | {}/s | server holds {} | really free {} | errors: {}",
+        s.t,
+        group(s.established),
+        group(count),
+        group(s.opened_per_s as u64),
+        group(server.open),
+        free,
+        t.errors.summary()
+    );
+    if tty {
+        eprint!("\r\x1b[K{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
