@@ -219,9 +219,9 @@ impl Shard {
         self.conns.insert(fd, Conn(OPEN));
         self.stats.opened += 1;
         self.stats.max_fd = self.stats.max_fd.max(fd as u64);
-        // Data may have arrived with the handshake; with edge triggering the
-        // event that announced it may predate the registration.
-        self.read_ready(fd);
+        // No read here: registering a socket that already holds data makes
+        // epoll report it at once, so an idle connection costs no syscall
+        // beyond accept4 and epoll_ctl.
     }
 
     fn on_conn(&mut self, fd: RawFd, flags: u32) {
