@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every benchmark of docs/benchmarks.md on this machine and writes the
+# JSON files under docs/bench/. Takes about 10 minutes on 2 cores; run it on
+# an otherwise idle machine. Loopback only; every run stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/bench
+mkdir -p "$out"
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "== installing nginx-light (Debian) for the side-by-side run"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+fi
+
+cargo build --release --benches --bins
+bin=target/release/tcpmax
+
+echo "== tcpmax bench: 10k (heartbeat baseline), 100k, 500k, 1M, 2M"
+for c in 10k 100k 500k 1M 2M; do
+  "$bin" bench -c "$c" --hold 10s --json "$out/bench_$c.json" >/dev/null
+  python3 -c "import json,sys; r=json.load(open('$out/bench_$c.json')); print('$c', r['held'], round(r['connect_rate_per_s']), r['ping_rtt_us']['p99'], round(r['user_bytes_per_connection'],1), round(r['teardown_seconds'],1))"
+done
+
+echo "== ramp beside the kernel's own rate (C baseline), 1M"
+cargo bench --bench ramp -- --count 1M --json "$out/ramp_1m.json" >/dev/null
+
+echo "== tcpmax serve beside nginx, 500k idle connections"
+cargo bench --bench servers -- --count 500k --json "$out/servers_500k.json" >/dev/null
+
+echo "== serve holding 500k; shard cost"
+cargo bench --bench serve_hold -- --count 500k --json "$out/serve_hold_500k.json" >/dev/null
+cargo bench --bench shard_cost -- --shards 32 --json "$out/shard_cost.json" >/dev/null
+
+echo "== the ignored stress tests (one source IP past 65,535, ...)"
+cargo test --release -- --ignored
