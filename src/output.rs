@@ -50,6 +50,16 @@ pub fn stdout_is_tty() -> bool {
     io::stdout().is_terminal()
 }
 
+/// Shows a progress line on stderr: redrawn in place on a terminal, one
+/// plain line each otherwise (logs, pipes, CI).
+pub fn live_line(line: &str, tty: bool) {
+    if tty {
+        eprint!("\r\x1b[K{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 /// True when the error chain ends in a broken pipe (`tcpmax doctor | head`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))

@@ -123,8 +123,8 @@ pub fn parse_count_or_percent(s: &str) -> Result<CountOrPercent, String> {
 }
 
 /// Formats an integer with thousands separators: `28232` -> `28,232`.
-pub fn group(n: u64) -> String {
-    let s = n.to_string();
+pub fn group(n: impl Into<u128>) -> String {
+    let s = n.into().to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
         if i > 0 && (s.len() - i) % 3 == 0 {
@@ -239,10 +239,11 @@ mod tests {
 
     #[test]
     fn grouping() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(28232), "28,232");
-        assert_eq!(group(2_500_000), "2,500,000");
+        assert_eq!(group(0u64), "0");
+        assert_eq!(group(999u64), "999");
+        assert_eq!(group(28232u64), "28,232");
+        assert_eq!(group(2_500_000u64), "2,500,000");
+        assert_eq!(group(1u128 << 100), "1,267,650,600,228,229,401,496,703,205,376");
         assert_eq!(human_bytes(4200), "4.1 KiB");
         assert_eq!(human_bytes(12), "12 B");
     }

@@ -2,10 +2,9 @@
 //! read through its announce and status lines, and argument parsing.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 /// A `tcpmax serve` child.
@@ -86,18 +85,11 @@ impl Drop for ServeChild {
     }
 }
 
-pub fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
+#[path = "../../tests/common/mod.rs"]
+mod tests_common;
+
+/// Lines of a child's output, on a channel (shared with the tests).
+pub use tests_common::lines;
 
 /// `--name value` from the command line (cargo bench adds `--bench`, which
 /// is ignored).

@@ -240,9 +240,5 @@ fn progress(s: &Sample, t: &ShardStats, server: &ShardStats, count: u64, tty: bo
         free,
         t.errors.summary()
     );
-    if tty {
-        eprint!("\r\x1b[K{line}");
-    } else {
-        eprintln!("{line}");
-    }
+    output::live_line(&line, tty);
 }

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::procfs::ProcFs;
+use crate::units::group;
 
 /// The Linux default `net.ipv4.ip_local_port_range`.
 pub const DEFAULT_PORT_RANGE: PortRange = PortRange { lo: 32_768, hi: 60_999 };
@@ -221,19 +222,6 @@ caps a machine is descriptors, memory and conntrack: see `tcpmax doctor`.";
 fn plural(n: u64, what: &str) -> String {
     let s = if n == 1 { "" } else { "s" };
     format!("{} {what}{s}", group(u128::from(n)))
-}
-
-/// `group` for `u128`: `451712` -> `451,712`.
-pub fn group(n: u128) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// The port range from `--port-range`, else the sysctl under `fs`, else the

@@ -291,9 +291,5 @@ fn progress(s: &Sample, t: &ShardStats, count: u64, tty: bool) {
         group(s.closed),
         t.errors.summary()
     );
-    if tty {
-        eprint!("\r\x1b[K{line}");
-    } else {
-        eprintln!("{line}");
-    }
+    output::live_line(&line, tty);
 }

@@ -212,11 +212,7 @@ fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool) {
         group(t.backpressured),
         t.errors.summary()
     );
-    if tty {
-        eprint!("\r\x1b[K{line}");
-    } else {
-        eprintln!("{line}");
-    }
+    output::live_line(&line, tty);
 }
 
 fn print_summary(s: &Summary) {
