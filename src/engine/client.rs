@@ -303,6 +303,10 @@ impl ClientShard {
             if self.cfg.ping_rate > 0.0 {
                 net::set_nodelay(fd)?;
             }
+            if self.cfg.close == CloseMode::Rst {
+                // Set now, so that teardown is one close() per socket.
+                net::set_linger_zero(fd)?;
+            }
             self.epoll.add(fd, epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET, fd as u64)?;
             net::connect(fd, &dst)
         };
@@ -503,9 +507,7 @@ impl ClientShard {
 
     fn close_all(&mut self) {
         for fd in self.conns.open_fds() {
-            if self.cfg.close == CloseMode::Rst {
-                let _ = net::set_linger_zero(fd);
-            }
+            // With --close rst, SO_LINGER 0 was set when the socket was made.
             net::close(fd);
             if let Some(c) = self.conns.remove(fd)
                 && c.state == ESTABLISHED
