@@ -118,3 +118,43 @@ fn one_source_ip_holds_more_than_65535() {
     assert_eq!(n(&r, "/peak_established"), 70_000);
     srv.until("70,000 on the server", |l| l.contains("conns 70,000 |"));
 }
+
+#[test]
+fn reconnect_keeps_the_target_within_its_budget() {
+    // The server admits 300: the other 200 are reset at once and reopened,
+    // at most as many times as the target.
+    let srv = Serve::start(&["--max-conns", "300"]);
+    let r = load_json(&[&srv.addr.to_string(), "-c", "500", "--hold", "1s", "--reconnect"]);
+    assert!(n(&r, "/closed_by_peer") >= 200, "{r:#}");
+    assert_eq!(n(&r, "/reconnects"), 500, "the reconnect budget is the target");
+    assert!(n(&r, "/held_at_end") >= 300);
+    assert!(n(&r, "/held_at_end") <= 500);
+}
+
+#[test]
+fn ctrl_c_stops_early_and_still_reports() {
+    let srv = Serve::start(&[]);
+    let report = std::env::temp_dir().join(format!("tcpmax-load-int-{}.json", std::process::id()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+        .args(["load", &srv.addr.to_string(), "-c", "1000", "--hold", "10m", "--json"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = common::lines(child.stderr.take().unwrap());
+    // Once every connection is up (a progress line says so), interrupt.
+    let deadline = std::time::Instant::now() + common::LIMIT;
+    while !progress.recv_timeout(common::LIMIT).unwrap().contains("established 1,000 / 1,000") {
+        assert!(std::time::Instant::now() < deadline);
+    }
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    validate("load", &r);
+    assert_eq!(r["interrupted"], true);
+    assert_eq!(n(&r, "/peak_established"), 1000);
+    srv.until_conns(0);
+}

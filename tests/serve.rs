@@ -253,3 +253,38 @@ fn max_conns_refuses_and_counts() {
     }
     assert_eq!(reset, 3);
 }
+
+#[test]
+fn metrics_serve_prometheus_text() {
+    let srv = Serve::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics_line = srv.stdout_rest.recv_timeout(LIMIT).unwrap();
+    let url = metrics_line.strip_prefix("metrics http://").expect("a metrics line");
+    let addr = url.trim_end_matches("/metrics").to_string();
+    let _held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
+    srv.until_conns(3);
+    // The status line and the metrics are refreshed on the same tick.
+    srv.until("the next tick", |_| true);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("tcpmax_connections 3"), "{body}");
+    assert!(body.contains("tcpmax_accepted_total 3"), "{body}");
+    assert!(body.contains("# EOF"), "{body}");
+}
+
+#[test]
+fn memory_watermark_refuses_and_counts() {
+    // 1% of memory is always exceeded: every connection is refused.
+    let srv = Serve::start(&["--max-memory", "1%"]);
+    srv.until("the first tick, which reads memory", |_| true);
+    let mut conns: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
+    let line = srv.until("5 refusals", |l| l.contains("0 max-conns, 5 memory"));
+    assert!(line.contains("conns 0 |"), "{line}");
+    for c in &mut conns {
+        let mut b = [0u8; 1];
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        assert!(matches!(c.read(&mut b), Ok(0) | Err(_)), "refused with a reset");
+    }
+}
