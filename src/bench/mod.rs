@@ -86,11 +86,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
 
     let report = bench(&args, &doctor, &mut *human)?;
-    write!(human, "{}", report.render())?;
-    human.flush()?;
+    // The JSON first: a closed stdout must not lose what was measured.
     if let Some(path) = &args.json {
         output::write_json(path, &report)?;
     }
+    write!(human, "{}", report.render())?;
+    human.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -171,16 +172,14 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     let deadline = drain_start + Duration::from_secs(120);
     while server.poll_wait(Duration::from_millis(200)).open > 0 && Instant::now() < deadline {}
     let server_drain = drain_start.elapsed();
-    let server_stats = server.shutdown();
-    Ok(assemble(args, doctor, &load_report, &server_stats, peak, (slab0, free0), server_shards, server_drain))
+    server.shutdown();
+    Ok(assemble(args, doctor, &load_report, peak, (slab0, free0), server_shards, server_drain))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn assemble(
     args: &Args,
     doctor: &Doctor,
     l: &LoadReport,
-    _server: &ShardStats,
     peak: Peak,
     (slab0, free0): (u64, u64),
     server_shards: usize,

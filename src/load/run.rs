@@ -271,11 +271,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if tty {
         eprintln!();
     }
-    write!(human, "{}", report.render())?;
-    human.flush()?;
+    // The JSON first: a closed stdout must not lose what was measured.
     if let Some(path) = &args.json {
         output::write_json(path, &report)?;
     }
+    write!(human, "{}", report.render())?;
+    human.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

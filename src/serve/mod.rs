@@ -27,10 +27,6 @@ use crate::sys::process::{self, SIGINT, SIGTERM};
 use crate::units::{self, MemoryLimit, group};
 pub use server::{Server, ServerConfig};
 
-/// Kernel bytes per idle TCP socket assumed when sizing shards without a
-/// target (the doctor measures the real figure from slabinfo).
-pub const DEFAULT_KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
-
 /// What the server does with bytes it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,8 +59,8 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
-    /// Number of shards (default: derived from --max-conns, or from free
-    /// memory, and the fd limit).
+    /// Number of shards (default: derived from --max-conns, or from the
+    /// doctor's server ceiling, and the fd limit).
     #[arg(long)]
     pub shards: Option<usize>,
     /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
@@ -100,12 +96,10 @@ pub struct Summary {
 /// Decides the shard layout for `args` on this machine.
 pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
     let nofile = process::raise_nofile().context("reading RLIMIT_NOFILE")?;
+    // Without a cap, size for what the doctor predicts a server here holds.
     let target = match args.max_conns {
         Some(n) => n,
-        None => {
-            let mem = ProcFs::default().meminfo().context("reading /proc/meminfo to size the shards")?;
-            mem.really_free() / DEFAULT_KERNEL_BYTES_PER_SOCKET
-        }
+        None => crate::doctor::diagnose(&ProcFs::default()).ceiling.server.unwrap_or(nofile.soft),
     };
     let mut plan = sizing::plan_hashed(target, nofile.soft, sizing::cores());
     if let Some(n) = args.shards {
@@ -177,11 +171,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         peak_open: peak.max(totals.opened.saturating_sub(totals.closed)),
         totals,
     };
-    if !output::is_stdout(args.json.as_deref()) {
-        print_summary(&summary);
-    }
+    // The JSON first: a closed stdout must not lose what was measured.
     if let Some(path) = &args.json {
         output::write_json(path, &summary)?;
+    }
+    if !output::is_stdout(args.json.as_deref()) {
+        print_summary(&mut std::io::stdout().lock(), &summary)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -215,17 +210,18 @@ fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool) {
     output::live_line(&line, tty);
 }
 
-fn print_summary(s: &Summary) {
+fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
     let t = &s.totals;
-    println!("served {:.1}s on {} shards", s.seconds, s.shards);
-    println!("  peak connections    {}", group(s.peak_open));
-    println!("  accepted            {}", group(t.opened));
-    println!("  closed              {}", group(t.closed));
-    println!("  refused (max-conns) {}", group(t.refused_max_conns));
-    println!("  refused (memory)    {}", group(t.refused_memory));
-    println!("  bytes in / out      {} / {}", group(t.bytes_in), group(t.bytes_out));
+    writeln!(w, "served {:.1}s on {} shards", s.seconds, s.shards)?;
+    writeln!(w, "  peak connections    {}", group(s.peak_open))?;
+    writeln!(w, "  accepted            {}", group(t.opened))?;
+    writeln!(w, "  closed              {}", group(t.closed))?;
+    writeln!(w, "  refused (max-conns) {}", group(t.refused_max_conns))?;
+    writeln!(w, "  refused (memory)    {}", group(t.refused_memory))?;
+    writeln!(w, "  bytes in / out      {} / {}", group(t.bytes_in), group(t.bytes_out))?;
     if t.udp_datagrams > 0 {
-        println!("  udp datagrams       {}", group(t.udp_datagrams));
+        writeln!(w, "  udp datagrams       {}", group(t.udp_datagrams))?;
     }
-    println!("  errors              {}", t.errors.summary());
+    writeln!(w, "  errors              {}", t.errors.summary())?;
+    Ok(())
 }
