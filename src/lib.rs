@@ -25,7 +25,7 @@
 //! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
 //! | [`serve`] | the server that holds connections, on the engine |
 //! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
-//! | [`bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
+//! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
