@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use serde_json::json;
@@ -107,6 +108,8 @@ fn try_udp(ctx: &Ctx) -> Result<Outcome, String> {
 
     let tcp = (|| -> std::io::Result<Vec<u8>> {
         let mut s = TcpStream::connect_timeout(&addr, limit)?;
+        // Reset on drop: the experiment leaves no TIME_WAIT behind.
+        net::set_linger_zero(s.as_raw_fd())?;
         s.set_read_timeout(Some(limit))?;
         s.write_all(b"tcp")?;
         let mut buf = [0u8; 3];
