@@ -150,7 +150,8 @@ fn within(n: u64, w: &Window) -> bool {
     (w.expected_min()..=w.expected_max()).contains(&n)
 }
 
-/// Chooses the window: a narrow one per socket where the kernel allows it,
+/// Chooses the window, clear of every port in use now (the experiment's own
+/// listeners included): a narrow one per socket where the kernel allows it,
 /// else the whole system range if the descriptors allow it.
 fn choose(ctx: &Ctx, size: u16, sockets_per_port: u64) -> Result<(Window, Narrow), Outcome> {
     let range =
@@ -180,13 +181,14 @@ fn choose(ctx: &Ctx, size: u16, sockets_per_port: u64) -> Result<(Window, Narrow
 /// port-exhaustion: one source IP to one destination stops at the number
 /// of ports in the range, with EADDRNOTAVAIL.
 pub fn port_exhaustion(ctx: &Ctx) -> Outcome {
-    let (w, narrow) = match choose(ctx, 1000, 1) {
-        Ok(c) => c,
-        Err(skip) => return skip,
-    };
+    // The listener first: its own port must not fall in the window.
     let sink = match Sink::start(Ipv4Addr::LOCALHOST, 4096) {
         Ok(s) => s,
         Err(e) => return Outcome::skipped(format!("listener: {e}")),
+    };
+    let (w, narrow) = match choose(ctx, 1000, 1) {
+        Ok(c) => c,
+        Err(skip) => return skip,
     };
     let run = connect_until_failure(EXHAUST_SOURCE, &[sink.addr()], &w, narrow, true, w.expected_max() + EXTRA);
     let n = run.total();
@@ -216,6 +218,11 @@ pub fn port_exhaustion(ctx: &Ctx) -> Outcome {
 /// bind-without-no-port: bind(ip, 0) before connect reserves a port for
 /// every destination; IP_BIND_ADDRESS_NO_PORT gives the range per destination.
 pub fn bind_without_no_port(ctx: &Ctx) -> Outcome {
+    // The listeners first: their own ports must not fall in the window.
+    let sinks: Vec<Sink> = match (0..2).map(|_| Sink::start(Ipv4Addr::LOCALHOST, 4096)).collect() {
+        Ok(s) => s,
+        Err(e) => return Outcome::skipped(format!("listener: {e}")),
+    };
     let (w, narrow) = match choose(ctx, 500, 2) {
         Ok(c) => c,
         Err(skip) => return skip,
@@ -243,10 +250,6 @@ pub fn bind_without_no_port(ctx: &Ctx) -> Outcome {
         }
         Err(e) => return Outcome::skipped(format!("bind with IP_LOCAL_PORT_RANGE: {}", errno(&e))),
     }
-    let sinks: Vec<Sink> = match (0..2).map(|_| Sink::start(Ipv4Addr::LOCALHOST, 4096)).collect() {
-        Ok(s) => s,
-        Err(e) => return Outcome::skipped(format!("listener: {e}")),
-    };
     let dests: Vec<SocketAddr> = sinks.iter().map(Sink::addr).collect();
     let bound = connect_until_failure(BIND_SOURCE, &dests, &w, narrow, false, w.expected_max() + EXTRA);
     let bound_total = bound.total();
