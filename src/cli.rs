@@ -32,6 +32,9 @@ pub enum Command {
     Load(crate::load::Args),
     /// Prove the ceiling: serve and load on loopback, ramp, hold, report.
     Bench(crate::bench::Args),
+    /// Prove the claims one by one: small experiments on loopback, each with
+    /// a verdict from what the kernel did and the evidence.
+    Prove(crate::prove::Args),
 }
 
 /// Runs the parsed command line.
@@ -42,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => crate::serve::run(args),
         Command::Load(args) => crate::load::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Prove(args) => crate::prove::run(args),
     }
 }
 

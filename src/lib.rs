@@ -25,7 +25,8 @@
 //! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
 //! | [`serve`] | the server that holds connections, on the engine |
 //! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
-//! | [`bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
+//! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
+//! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
@@ -38,6 +39,7 @@ pub mod load;
 pub mod machine;
 pub mod output;
 pub mod procfs;
+pub mod prove;
 pub mod serve;
 #[allow(unsafe_code)]
 pub mod sys;

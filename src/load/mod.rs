@@ -9,7 +9,7 @@
 //!   change.
 //! - [`bytes`] parses the payload escapes of `--message` and
 //!   `--first-message`.
-//! - [`run`] checks the arguments, runs the engine's client through ramp,
+//! - [`mod@run`] checks the arguments, runs the engine's client through ramp,
 //!   hold and teardown, and samples it once a second.
 //! - [`report`] is the report: JSON and the human table.
 

@@ -7,9 +7,11 @@
 //! comment. Descriptors travel as raw `RawFd` integers because the engine
 //! indexes its connection table by them; ownership is explicit (`close`).
 
+pub mod caps;
 pub mod epoll;
 pub mod net;
 pub mod process;
+pub mod wait;
 
 /// Calls a libc function and turns a `-1` return into `io::Error::last_os_error()`.
 macro_rules! syscall {
