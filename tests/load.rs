@@ -108,11 +108,11 @@ fn bad_payload_escapes_are_input_errors() {
 #[ignore = "140,000 sockets; run by the benchmark script"]
 fn one_source_ip_holds_more_than_65535() {
     let listen = ["127.0.0.1:0"; 8].join(",");
-    let srv = Serve::start(&["--listen", &listen, "--max-conns", "80k", "--mode", "silent"]);
+    let srv = Serve::start(&["--listen", &listen, "--max-conns", "80k", "--shards", "6", "--mode", "silent"]);
     assert_eq!(srv.addrs.len(), 8);
     let targets: Vec<String> = srv.addrs.iter().map(|a| a.to_string()).collect();
     let targets = targets.join(",");
-    let r = load_json(&[&targets, "-c", "70k", "--source", "127.0.0.5", "--hold", "1s"]);
+    let r = load_json(&[&targets, "-c", "70k", "--source", "127.0.0.5", "--hold", "3s"]);
     assert_eq!(n(&r, "/plan/sources"), 1);
     assert_eq!(n(&r, "/failed"), 0, "{:#}", r["errors"]);
     assert_eq!(n(&r, "/peak_established"), 70_000);

@@ -81,7 +81,16 @@ pub struct ClientConfig {
 pub struct Client {
     pool: Pool,
     count: u64,
-    halt: Arc<AtomicBool>,
+    phase: Arc<Phase>,
+}
+
+/// What the supervisor tells every shard at once (read each loop turn).
+#[derive(Debug, Default)]
+struct Phase {
+    /// Stop opening connections.
+    halt: AtomicBool,
+    /// The whole ramp is over: heartbeats may start.
+    heartbeats: AtomicBool,
 }
 
 impl Client {
@@ -92,18 +101,25 @@ impl Client {
         }
         let shards = config.shards.max(1);
         let cfg = Arc::new(ClientConfig { shards, ..config.clone() });
-        let halt = Arc::new(AtomicBool::new(false));
-        let h = halt.clone();
+        let phase = Arc::new(Phase::default());
+        let p = phase.clone();
         let pool =
-            Pool::start("load", shards, move |id, ctl, reporter| run_shard(id, cfg.clone(), h.clone(), ctl, reporter))
+            Pool::start("load", shards, move |id, ctl, reporter| run_shard(id, cfg.clone(), p.clone(), ctl, reporter))
                 .map_err(Error::Input)?;
-        Ok(Client { pool, count: config.count, halt })
+        Ok(Client { pool, count: config.count, phase })
     }
 
     /// Stops opening connections (a guard tripped): connects in flight
     /// finish, what is established stays held, nothing new is opened.
     pub fn halt_ramp(&self) {
-        self.halt.store(true, Ordering::Relaxed);
+        self.phase.halt.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts the heartbeats (pings), once the whole ramp is over: they then
+    /// measure the cost of a ready event among held connections, not the
+    /// scheduling delays of a connect storm on other shards.
+    pub fn start_heartbeats(&self) {
+        self.phase.heartbeats.store(true, Ordering::Relaxed);
     }
 
     /// Number of shards.
@@ -123,6 +139,7 @@ impl Client {
         loop {
             let t = self.pool.poll_wait(Duration::from_millis(250));
             if t.opened + t.failed >= self.count || Instant::now() >= deadline {
+                self.start_heartbeats();
                 return t;
             }
         }
@@ -153,7 +170,7 @@ impl Record for Conn {
     }
 }
 
-fn run_shard(id: usize, cfg: Arc<ClientConfig>, halt: Arc<AtomicBool>, ctl: Arc<ShardCtl>, mut reporter: Reporter) {
+fn run_shard(id: usize, cfg: Arc<ClientConfig>, phase: Arc<Phase>, ctl: Arc<ShardCtl>, mut reporter: Reporter) {
     let epoll = match Epoll::new().and_then(|ep| ep.add(ctl.bell_fd(), epoll::IN | epoll::ET, BELL).map(|()| ep)) {
         Ok(ep) => ep,
         Err(e) => return reporter.ready(Err(format!("epoll: {e}"))),
@@ -186,7 +203,7 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, halt: Arc<AtomicBool>, ctl: Arc<
     let mut last_tick = Instant::now();
     let mut ramp_reported = false;
     while !ctl.stop_requested() {
-        if halt.load(Ordering::Relaxed) {
+        if phase.halt.load(Ordering::Relaxed) {
             s.next = s.next.max(s.cfg.count);
             s.owed = 0;
             s.reconnects_left = 0;
@@ -217,11 +234,10 @@ fn run_shard(id: usize, cfg: Arc<ClientConfig>, halt: Arc<AtomicBool>, ctl: Arc<
             }
         }
         s.expire_connects();
-        // Heartbeats start once this shard's ramp is over: they measure the
-        // cost of a ready event among held connections, not the connect storm.
+        // Heartbeats start once the supervisor says the whole ramp is over.
         let due = pings.earn(elapsed);
         let ramping = s.next < s.cfg.count || s.stats.connecting > 0;
-        if !ramping {
+        if !ramping && phase.heartbeats.load(Ordering::Relaxed) {
             s.ping(&mut pings, due);
         }
         if !ramping && !ramp_reported {

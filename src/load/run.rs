@@ -172,6 +172,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         let attempted = t.opened + t.failed >= count || stopped_by.is_some();
         if ramp_end.is_none() && attempted && t.connecting == 0 {
             ramp_end = Some(now);
+            client.start_heartbeats();
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
         let secs = now.duration_since(started).as_secs_f64();

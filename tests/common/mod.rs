@@ -25,7 +25,8 @@ pub struct Serve {
 impl Serve {
     pub fn start(extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--status"])
+            .args(["serve", "--status"])
+            .args(if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
             .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
             .args(extra)
             .stdout(Stdio::piped())

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Prints the tables of docs/benchmarks.md from the JSON under docs/bench/."""
+import json
+import pathlib
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bench"
+
+
+def load(name):
+    path = BENCH / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def g(n):
+    return f"{int(round(n)):,}"
+
+
+def machine_line(m):
+    gib = m["mem_total_bytes"] / 2**30
+    return (f"{m['cpu_model']}, {m['cpus']} CPUs, {gib:.1f} GiB, kernel {m['kernel']}, "
+            f"RLIMIT_NOFILE {m['nofile_soft']:,}, commit {m['commit']}, {m['date']}")
+
+
+def bench_rows():
+    print("| target | held | predicted | ramp s | conn/s | kernel B/conn | user B/conn | rtt p50 us | rtt p99 us | rtt p999 us | teardown s | shards (srv+cli) | first limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    machine = None
+    for c in ["10k", "100k", "500k", "1M", "2M"]:
+        r = load(f"bench_{c}.json")
+        if r is None:
+            continue
+        machine = r["machine"]
+        fl = r["first_limit"]
+        limit = "none" if fl is None else f"{fl['name']} ({fl['kind']})"
+        rtt = r["ping_rtt_us"]
+        print(f"| {g(r['target'])} | {g(r['held'])} | {g(r['predicted'] or 0)} | {r['ramp_seconds']:.1f} | "
+              f"{g(r['connect_rate_per_s'])} | {g(r['kernel_bytes_per_connection'])} "
+              f"(slab {g(r['kernel_slab_bytes_per_connection'])}) | {r['user_bytes_per_connection']:.1f} | "
+              f"{g(rtt['p50'])} | {g(rtt['p99'])} | {g(rtt['p999'])} | {r['teardown_seconds']:.1f} | "
+              f"{r['shards']['server']}+{r['shards']['client']} | {limit} |")
+    if machine:
+        print(f"\nMachine: {machine_line(machine)}.")
+
+
+def ramp():
+    r = load("ramp_1m.json")
+    if r is None:
+        return
+    s = r["summary"]
+    k = r["kernel_baseline"]
+    print("| run | connections | ramp s | conn/s | teardown s | user B/conn |")
+    print("|---|---|---|---|---|---|")
+    print(f"| kernel baseline (C, epoll) | {g(k['established'])} | {k['ramp_seconds']:.1f} | {g(k['rate_per_s'])} | "
+          f"{k['teardown_seconds']:.1f} | - |")
+    print(f"| tcpmax load -> serve | {g(s['tcpmax_held'])} | {s['tcpmax_ramp_seconds']:.1f} | {g(s['tcpmax_rate_per_s'])} | "
+          f"{s['tcpmax_teardown_seconds']:.1f} | {s['user_bytes_per_connection_both_ends']:.1f} "
+          f"(client {s['client_rss_anon_bytes_per_connection']:.1f} + server {s['server_rss_anon_bytes_per_connection']:.1f}) |")
+    print(f"\ntcpmax's rate is {s['tcpmax_rate_vs_kernel']:.2f} x the kernel baseline's; the baseline spent "
+          f"{k['kernel_cpu_share'] * 100:.0f}% of its CPU in the kernel.")
+    print(f"\nMachine: {machine_line(r['machine'])}.")
+
+
+def servers():
+    r = load("servers_500k.json")
+    if r is None:
+        return
+    print(f"| server | processes or shards | held | accept rate /s | anon RSS idle | anon RSS at peak | user B/conn | growth B/conn |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in ["tcpmax", "nginx"]:
+        s = r[key]
+        print(f"| {s['server']} | {s['processes_or_shards']} | {g(s['held'])} | {g(s['accept_rate_per_s'])} | "
+              f"{g(s['rss_anon_idle_bytes'])} B | {g(s['rss_anon_peak_bytes'])} B | {s['user_bytes_per_connection']:.1f} | "
+              f"{s['user_growth_bytes_per_connection']:.1f} |")
+    print(f"\n{r['nginx_version']}. Machine: {machine_line(r['machine'])}.")
+
+
+if __name__ == "__main__":
+    for title, f in [("bench", bench_rows), ("ramp", ramp), ("servers", servers)]:
+        print(f"\n## {title}\n")
+        f()
