@@ -19,6 +19,9 @@ fn main() {
         .is_some_and(|o| !o.stdout.is_empty());
     let suffix = if dirty && commit != "unknown" { "-dirty" } else { "" };
     println!("cargo:rustc-env=TCPMAX_COMMIT={commit}{suffix}");
+    // Any change to the sources re-runs this script, so "-dirty" is never stale.
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.toml");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-changed=.git/index");

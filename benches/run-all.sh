@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md on this machine and writes the
-# JSON files under docs/bench/. Takes about 10 minutes on 2 cores; run it on
-# an otherwise idle machine. Loopback only; every run stops by itself.
+# JSON files under docs/bench/. Takes about 20 minutes on 2 cores; run it on
+# an otherwise idle machine, from a clean checkout (reports record the commit). Loopback only; every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/bench
@@ -21,8 +21,9 @@ for c in 10k 100k 500k 1M 2M; do
   python3 -c "import json,sys; r=json.load(open('$out/bench_$c.json')); print('$c', r['held'], round(r['connect_rate_per_s']), r['ping_rtt_us']['p99'], round(r['user_bytes_per_connection'],1), round(r['teardown_seconds'],1))"
 done
 
-echo "== ramp beside the kernel's own rate (C baseline), 1M"
+echo "== ramp beside the kernel's own rate (C baseline), 1M and 2M"
 cargo bench --bench ramp -- --count 1M --json "$out/ramp_1m.json" >/dev/null
+cargo bench --bench ramp -- --count 2M --json "$out/ramp_2m.json" >/dev/null
 
 echo "== tcpmax serve beside nginx, 500k idle connections"
 cargo bench --bench servers -- --count 500k --json "$out/servers_500k.json" >/dev/null
