@@ -1,7 +1,9 @@
 //! The ramp side by side: the kernel's own connect+accept rate, measured by
 //! a minimal C epoll program (`benches/c/kernel_hold.c`, built here with
-//! `cc`), then `tcpmax load` against `tcpmax serve`, both to the same count
-//! on loopback in the same run. Writes JSON with both, their ratio, the user
+//! `cc`) twice, accepting only and also watching every accepted socket in
+//! epoll as a server must, then `tcpmax load` against `tcpmax serve`, all to
+//! the same count on loopback in the same run. tcpmax is compared with the
+//! watching baseline. Writes JSON with both, their ratio, the user
 //! memory per connection of each tcpmax side, and the machine.
 //!
 //! `cargo bench --bench ramp -- --count 1M --json docs/bench/ramp_1m.json`
@@ -17,7 +19,7 @@ use common::ServeChild;
 use serde_json::{Value, json};
 use tcpmax::machine::{self, Machine};
 
-fn kernel_baseline(count: u64) -> Result<Value, String> {
+fn kernel_baseline(count: u64, watch: bool) -> Result<Value, String> {
     let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kernel_hold");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/kernel_hold.c");
     let built = Command::new("cc")
@@ -29,8 +31,13 @@ fn kernel_baseline(count: u64) -> Result<Value, String> {
     if !built.success() {
         return Err("building benches/c/kernel_hold.c failed".into());
     }
-    eprintln!("kernel baseline: {count} connections");
-    let out = Command::new(&exe).arg(count.to_string()).output().map_err(|e| format!("kernel_hold: {e}"))?;
+    eprintln!("kernel baseline (watch: {watch}): {count} connections");
+    let mut cmd = Command::new(&exe);
+    cmd.arg(count.to_string());
+    if watch {
+        cmd.arg("--watch");
+    }
+    let out = cmd.output().map_err(|e| format!("kernel_hold: {e}"))?;
     if !out.status.success() {
         return Err(format!("kernel_hold failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
@@ -75,20 +82,26 @@ fn main() -> Result<(), String> {
     let hold = common::arg("--hold").unwrap_or_else(|| "5s".into());
     let out = common::arg("--json").unwrap_or_else(|| "ramp.json".into());
 
-    let kernel = kernel_baseline(count)?;
+    // The bare baseline only accepts; the watching one also registers every
+    // accepted socket in epoll, as any server (tcpmax serve included) must.
+    let bare = kernel_baseline(count, false)?;
+    let kernel = kernel_baseline(count, true)?;
     let ours = tcpmax_run(count, &hold)?;
     let l = &ours["load"];
+    let bare_rate = bare["rate_per_s"].as_f64().unwrap_or(0.0);
     let kernel_rate = kernel["rate_per_s"].as_f64().unwrap_or(0.0);
     let our_rate = l["connect_rate_per_s"].as_f64().unwrap_or(0.0);
     let client_per_conn = l["rss_anon_bytes_per_connection"].as_f64().unwrap_or(0.0);
     let server_per_conn = ours["server_rss_anon_bytes_per_connection"].as_f64().unwrap_or(0.0);
     let summary = json!({
         "count": count,
+        "kernel_accept_only_rate_per_s": bare_rate,
         "kernel_rate_per_s": kernel_rate,
         "kernel_ramp_seconds": kernel["ramp_seconds"],
         "tcpmax_rate_per_s": our_rate,
         "tcpmax_ramp_seconds": l["ramp_seconds"],
         "tcpmax_rate_vs_kernel": if kernel_rate > 0.0 { our_rate / kernel_rate } else { 0.0 },
+        "tcpmax_rate_vs_kernel_accept_only": if bare_rate > 0.0 { our_rate / bare_rate } else { 0.0 },
         "tcpmax_held": l["peak_established"],
         "tcpmax_failed": l["failed"],
         "client_rss_anon_bytes_per_connection": client_per_conn,
@@ -103,6 +116,7 @@ fn main() -> Result<(), String> {
         "benchmark": "ramp",
         "summary": summary,
         "kernel_baseline": kernel,
+        "kernel_baseline_accept_only": bare,
         "tcpmax": ours,
         "machine": Machine::read(),
     });

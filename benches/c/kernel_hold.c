@@ -6,7 +6,11 @@
  * tcpmax's ramp can be compared with it side by side.
  *
  *   cc -O2 -Wall -Wextra -pthread -o kernel_hold benches/c/kernel_hold.c
- *   kernel_hold COUNT [--hold SECONDS] [--deadline SECONDS]
+ *   kernel_hold COUNT [--hold SECONDS] [--deadline SECONDS] [--watch]
+ *
+ * --watch registers every accepted socket in the server thread's epoll
+ * (EPOLLIN | EPOLLRDHUP, edge-triggered), as any server must to notice its
+ * peers; without it the server only accepts.
  *
  * RLIMIT_NOFILE is checked against each fd table separately, so every server
  * and client thread calls unshare(CLONE_FILES) and gets its own table (and its
@@ -107,6 +111,7 @@ static int g_backlog;
 static long g_fd_budget;        /* usable descriptors per table */
 static double g_deadline;       /* absolute CLOCK_MONOTONIC deadline of the ramp */
 static _Atomic int g_stop;      /* teardown requested */
+static int g_watch;             /* --watch: register accepted fds in epoll */
 static _Atomic int g_listening; /* number of server threads listening */
 static _Atomic int g_clients_done;
 
@@ -196,6 +201,12 @@ static void *server_main(void *p)
                     break;
                 }
                 die("accept4", errno);
+            }
+            if (g_watch) {
+                /* As any server must, to notice data or a peer going away. */
+                struct epoll_event cev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = fd };
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev) != 0)
+                    die("epoll_ctl(ADD accepted)", errno);
             }
             fds[nfds++] = fd;
             atomic_fetch_add_explicit(&c->accepted, 1, memory_order_relaxed);
@@ -359,7 +370,7 @@ static double tv_s(struct timeval tv)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: kernel_hold COUNT [--hold SECONDS] [--deadline SECONDS]\n");
+    fprintf(stderr, "usage: kernel_hold COUNT [--hold SECONDS] [--deadline SECONDS] [--watch]\n");
     exit(2);
 }
 
@@ -384,6 +395,8 @@ int main(int argc, char **argv)
             hold = parse_num(argv[++k], 0, 86400);
         else if (!strcmp(argv[k], "--deadline") && k + 1 < argc)
             deadline = parse_num(argv[++k], 1, 86400);
+        else if (!strcmp(argv[k], "--watch"))
+            g_watch = 1;
         else
             usage();
     }
@@ -579,9 +592,9 @@ int main(int argc, char **argv)
     double ramp = t_est - t0, accs = t_acc - t0;
     double ucpu = tv_s(ru1.ru_utime) - tv_s(ru0.ru_utime);
     double scpu = tv_s(ru1.ru_stime) - tv_s(ru0.ru_stime);
-    printf("{\"program\":\"kernel_hold\",\"count\":%ld,\"established\":%llu,\"accepted\":%llu,"
+    printf("{\"program\":\"kernel_hold\",\"watch\":%s,\"count\":%ld,\"established\":%llu,\"accepted\":%llu,"
            "\"failed\":%llu,\"errors\":{",
-           g_count, (unsigned long long)est, (unsigned long long)acc, (unsigned long long)fail);
+           g_watch ? "true" : "false", g_count, (unsigned long long)est, (unsigned long long)acc, (unsigned long long)fail);
     int first = 1;
     for (int e = 0; e < MAX_ERRNO; e++) {
         if (!errs[e])
