@@ -43,6 +43,8 @@ pub mod prove;
 pub mod serve;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(test)]
+mod testing;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -122,13 +122,7 @@ mod tests {
     /// and every 16 bytes give exactly one frame, good or bad.
     #[test]
     fn fuzz_random_bytes() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..200 {
             let n = (next() % 200) as usize;
             let bytes: Vec<u8> = (0..n).map(|_| next() as u8).collect();

@@ -122,13 +122,7 @@ mod tests {
     #[test]
     fn fuzz_never_panics() {
         const ALPHABET: &[char] = &['\\', 'x', 'n', 'r', 't', '0', 'a', 'F', '9', 'g', 'é', ' '];
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             let len = (next() % 12) as usize;
             let s: String = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();

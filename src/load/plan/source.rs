@@ -239,13 +239,7 @@ mod tests {
     #[test]
     fn source_spec_fuzz_never_panics() {
         const ALPHABET: &[u8] = b"0123456789abcdef.:/-x ";
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let len = (next() % 20) as usize;
             let s: String = (0..len).map(|_| char::from(ALPHABET[(next() % ALPHABET.len() as u64) as usize])).collect();
