@@ -11,71 +11,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-use common::ServeChild;
-use serde_json::{Value, json};
-use tcpmax::machine::{self, Machine};
-
-fn kernel_baseline(count: u64, watch: bool) -> Result<Value, String> {
-    let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kernel_hold");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/kernel_hold.c");
-    let built = Command::new("cc")
-        .args(["-O2", "-Wall", "-Wextra", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .map_err(|e| format!("cc: {e}"))?;
-    if !built.success() {
-        return Err("building benches/c/kernel_hold.c failed".into());
-    }
-    eprintln!("kernel baseline (watch: {watch}): {count} connections");
-    let mut cmd = Command::new(&exe);
-    cmd.arg(count.to_string());
-    if watch {
-        cmd.arg("--watch");
-    }
-    let out = cmd.output().map_err(|e| format!("kernel_hold: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("kernel_hold failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("kernel_hold output: {e}"))
-}
-
-fn tcpmax_run(count: u64, hold: &str) -> Result<Value, String> {
-    eprintln!("tcpmax: {count} connections");
-    let server = ServeChild::start(&["--mode", "echo", "--max-conns", &count.to_string()])?;
-    server.next_conns(Duration::from_secs(10)).ok_or("no status line")?;
-    let report = std::env::temp_dir().join(format!("tcpmax-ramp-{}.json", std::process::id()));
-    let mut load = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
-        .args(["load", &server.addr.to_string(), "-c", &count.to_string(), "--hold", hold, "--ping-rate", "1%"])
-        .arg("--json")
-        .arg(&report)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("tcpmax load: {e}"))?;
-    // While the load holds, the server's memory is read at its peak.
-    server.until_conns(Duration::from_secs(600), |n| n >= count).ok_or("the server never held the count")?;
-    let server_rss = machine::rss_anon(server.pid()).unwrap_or(0);
-    let status = load.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("tcpmax load exited with {status}"));
-    }
-    let shards = server.shards;
-    server.stop()?;
-    let text = std::fs::read_to_string(&report).map_err(|e| format!("reading the load report: {e}"))?;
-    let _ = std::fs::remove_file(&report);
-    let load: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let held = load["peak_established"].as_u64().unwrap_or(0).max(1);
-    Ok(json!({
-        "load": load,
-        "server_shards": shards,
-        "server_rss_anon_bytes": server_rss,
-        "server_rss_anon_bytes_per_connection": server_rss as f64 / held as f64,
-    }))
-}
+use common::{kernel_baseline, tcpmax_run};
+use serde_json::json;
+use tcpmax::machine::Machine;
 
 fn main() -> Result<(), String> {
     let count = common::arg("--count").map_or(Ok(1_000_000), |c| tcpmax::units::parse_count(&c))?;
