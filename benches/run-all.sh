@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md on this machine and writes the
-# JSON files under docs/bench/. Takes about 20 minutes on 2 cores; run it on
+# JSON files under docs/bench/. Takes about 40 minutes on 2 cores; run it on
 # an otherwise idle machine, from a clean checkout (reports record the commit). Loopback only; every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,9 @@ done
 echo "== ramp beside the kernel's own rate (C baseline), 1M and 2M"
 cargo bench --bench ramp -- --count 1M --json "$out/ramp_1m.json" >/dev/null
 cargo bench --bench ramp -- --count 2M --json "$out/ramp_2m.json" >/dev/null
+echo "== the ramp in alternating rounds, compared by medians, 1M and 2M"
+cargo bench --bench ramp_rounds -- --count 1M --rounds 3 --json "$out/ramp_rounds_1m.json" >/dev/null
+cargo bench --bench ramp_rounds -- --count 2M --rounds 3 --json "$out/ramp_rounds_2m.json" >/dev/null
 
 echo "== tcpmax serve beside nginx, 500k idle connections"
 cargo bench --bench servers -- --count 500k --json "$out/servers_500k.json" >/dev/null

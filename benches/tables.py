@@ -69,6 +69,23 @@ def ramp():
         print(f"\nMachine: {machine_line(machine)}.")
 
 
+def rounds():
+    print("| connections | rounds | C baseline rates /s | tcpmax rates /s | median C | median tcpmax | tcpmax / C |")
+    print("|---|---|---|---|---|---|---|")
+    machine = None
+    for name in ["ramp_rounds_1m.json", "ramp_rounds_2m.json"]:
+        r = load(name)
+        if r is None:
+            continue
+        machine = r["machine"]
+        ks = ", ".join(g(x["kernel_rate_per_s"]) for x in r["rounds"])
+        ts = ", ".join(g(x["tcpmax_rate_per_s"]) for x in r["rounds"])
+        print(f"| {g(r['count'])} | {len(r['rounds'])} | {ks} | {ts} | {g(r['kernel_median_rate_per_s'])} | "
+              f"{g(r['tcpmax_median_rate_per_s'])} | {r['tcpmax_vs_kernel_medians']:.2f} |")
+    if machine:
+        print(f"\nMachine: {machine_line(machine)}.")
+
+
 def servers():
     r = load("servers_500k.json")
     if r is None:
@@ -84,6 +101,6 @@ def servers():
 
 
 if __name__ == "__main__":
-    for title, f in [("bench", bench_rows), ("ramp", ramp), ("servers", servers)]:
+    for title, f in [("bench", bench_rows), ("ramp", ramp), ("rounds", rounds), ("servers", servers)]:
         print(f"\n## {title}\n")
         f()

@@ -26,6 +26,9 @@ const TOKEN_LISTENER: u64 = 2 << KIND_SHIFT;
 const TOKEN_UDP: u64 = 3 << KIND_SHIFT;
 const FD_MASK: u64 = 0xffff_ffff;
 
+/// What every connection is watched for while its peer reads what it is sent.
+const READ_INTEREST: u32 = epoll::IN | epoll::RDHUP | epoll::ET;
+
 /// What a shard needs to know, shared read-only by all shards.
 #[derive(Debug)]
 pub struct ShardSetup {
@@ -206,11 +209,10 @@ impl Shard {
                 return;
             }
         }
-        let interest = match self.mode {
-            Mode::Silent => epoll::IN | epoll::RDHUP | epoll::ET,
-            Mode::Echo => epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET,
-        };
-        if let Err(e) = self.epoll.add(fd, interest, fd as u64) {
+        // Writability is watched only while a peer is not reading (see
+        // `echo`): a new socket is writable at once, and asking for EPOLLOUT
+        // here would cost one wake-up per accepted connection.
+        if let Err(e) = self.epoll.add(fd, READ_INTEREST, fd as u64) {
             self.stats.errors.add(errno_of(&e));
             self.gate.release();
             net::close(fd);
@@ -306,6 +308,10 @@ impl Shard {
                 Ok(Io::WouldBlock) => {
                     self.pending.insert(fd, self.scratch[off..n].to_vec());
                     self.set_flag(fd, BLOCKED);
+                    if let Err(e) = self.epoll.modify(fd, READ_INTEREST | epoll::OUT, fd as u64) {
+                        self.stats.errors.add(errno_of(&e));
+                        self.close_conn(fd, true);
+                    }
                     return false;
                 }
                 Err(e) => {
@@ -345,6 +351,12 @@ impl Shard {
                     return false;
                 }
                 self.clear_flag(fd, BLOCKED);
+                // Quiet again: stop watching writability.
+                if let Err(e) = self.epoll.modify(fd, READ_INTEREST, fd as u64) {
+                    self.stats.errors.add(errno_of(&e));
+                    self.close_conn(fd, true);
+                    return false;
+                }
                 true
             }
             Ok(false) => {
