@@ -109,23 +109,22 @@ impl Shard {
         };
         for addr in &setup.tcp {
             let fd = open_listener(addr, setup.backlog).map_err(|e| setup_error("cannot listen on", addr, &e))?;
-            let i = shard.listeners.len() as u64;
+            let token = TOKEN_LISTENER | shard.listeners.len() as u64;
             shard.listeners.push(fd);
-            shard
-                .epoll
-                .add(fd, epoll::IN | epoll::ET, TOKEN_LISTENER | i)
-                .map_err(|e| setup_error("epoll_ctl", addr, &e))?;
+            shard.watch(fd, token, addr)?;
         }
         for addr in &setup.udp {
             let fd = open_udp(addr).map_err(|e| setup_error("cannot bind UDP", addr, &e))?;
-            let i = shard.udp.len() as u64;
+            let token = TOKEN_UDP | shard.udp.len() as u64;
             shard.udp.push(fd);
-            shard
-                .epoll
-                .add(fd, epoll::IN | epoll::ET, TOKEN_UDP | i)
-                .map_err(|e| setup_error("epoll_ctl", addr, &e))?;
+            shard.watch(fd, token, addr)?;
         }
         Ok(shard)
+    }
+
+    /// Registers a listening or UDP socket of this shard for readability.
+    fn watch(&self, fd: RawFd, token: u64, addr: &SocketAddr) -> Result<(), String> {
+        self.epoll.add(fd, epoll::IN | epoll::ET, token).map_err(|e| setup_error("epoll_ctl", addr, &e))
     }
 
     fn run(&mut self, mut reporter: Reporter) {
