@@ -38,6 +38,7 @@ fn main() -> Result<(), String> {
         pairs: cross(&sources, &[server.addr]),
         count,
         shards: plan.shards,
+        elastic: false,
         in_flight: 1024,
         rate: None,
         connect_timeout: Duration::from_secs(20),

@@ -49,8 +49,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The exit code for an error: 2 when the input must change, 1 otherwise.
+/// The exit code for an error: 2 when the input must change, 130 when a
+/// signal stopped the start, 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted))) {
+        return 130;
+    }
     let input = err.chain().any(|e| e.downcast_ref::<Error>().is_some_and(Error::is_input));
     if input { 2 } else { 1 }
 }

@@ -36,6 +36,10 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// SIGINT or SIGTERM came before the run could start.
+    #[error("interrupted")]
+    Interrupted,
+
     /// A system call failed where no recovery makes sense.
     #[error("{what}: {source}")]
     Os {

@@ -18,11 +18,12 @@
 //! | [`error`] | typed library errors and their exit codes |
 //! | [`units`] | `10k`, `1M`, `30s`, `64KiB`, `85%` parsers and number formatting |
 //! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
+//! | [`interrupt`] | SIGINT and SIGTERM for every subcommand: the first stops in order, the second at once |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
 //! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests) |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
-//! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
+//! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
 //! | [`serve`] | the server that holds connections, on the engine |
 //! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod interrupt;
 pub mod load;
 pub mod machine;
 pub mod output;

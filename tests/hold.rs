@@ -18,6 +18,7 @@ fn server(shards: usize, mode: Mode) -> Server {
         max_conns: None,
         max_memory: None,
         shards,
+        elastic: true,
         backlog: 4096,
     })
     .expect("server starts")
@@ -41,19 +42,17 @@ fn sources(n: u8) -> Vec<IpAddr> {
 
 fn hold(count: u64, ping_rate: f64) {
     let nofile = process::raise_nofile().unwrap();
-    let plan = sizing::plan(count, nofile.soft, sizing::cores());
-    assert!(
-        count > nofile.soft || plan.shards == sizing::cores(),
-        "the test must need more than one fd table to mean anything"
-    );
-    let mut srv = server(sizing::plan_hashed(count, nofile.soft, sizing::cores()).shards, Mode::Echo);
+    let cores = sizing::cores();
+    // Both pools start with one shard per core and grow as they fill.
+    let mut srv = server(cores, Mode::Echo);
     let target: SocketAddr = srv.local_addrs()[0];
     let config = ClientConfig {
         // 8 source IPs: ~6,250 connections per (source, destination) pair,
         // well under half of the default 28,232-port range.
         pairs: cross(&sources(8), &[target]),
         count,
-        shards: plan.shards,
+        shards: cores,
+        elastic: true,
         in_flight: 512,
         rate: None,
         connect_timeout: Duration::from_secs(10),
@@ -64,7 +63,17 @@ fn hold(count: u64, ping_rate: f64) {
         close: CloseMode::Rst,
     };
     let mut client = Client::start(&config).expect("client starts");
-    let t = client.wait_settled(Duration::from_secs(120));
+    // Both supervisors look at their shards while the ramp runs: that is
+    // when the pools grow.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let t = loop {
+        let t = client.poll_wait(Duration::from_millis(100));
+        srv.poll();
+        if t.opened + t.failed >= count && t.connecting == 0 || Instant::now() >= deadline {
+            client.start_heartbeats();
+            break t;
+        }
+    };
     assert_eq!(t.failed, 0, "connect failures: {}", t.errors.summary());
     assert_eq!(t.opened, count);
     assert_eq!(t.open, count);
@@ -75,9 +84,14 @@ fn hold(count: u64, ping_rate: f64) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while client.poll_wait(Duration::from_millis(300)).pongs < 100 && Instant::now() < deadline {}
     }
+    if count > nofile.soft {
+        assert!(client.shards_started() > count as usize / nofile.soft as usize, "the client pool grew");
+        assert!(srv.peak_shards() > count as usize / nofile.soft as usize, "the server pool grew");
+    }
     let (t, hists) = client.stop();
     assert_eq!(t.open, 0);
-    assert_eq!(t.closed, count);
+    assert_eq!(t.held_at_stop, count, "every connection was held when the stop came");
+    assert_eq!(t.closed, 0, "the server closed none");
     assert_eq!(hists.connect_us.len(), count);
     if ping_rate > 0.0 {
         assert!(t.pongs >= 100, "pongs {}", t.pongs);
@@ -87,7 +101,7 @@ fn hold(count: u64, ping_rate: f64) {
     assert_eq!(server_until(&mut srv, Duration::from_secs(30), |o| o == 0), 0, "server sees every close");
     let fin = srv.shutdown();
     assert_eq!(fin.opened, count);
-    assert_eq!(fin.closed, count);
+    assert_eq!(fin.closed, count, "the client's resets closed them all on the server");
 }
 
 #[test]

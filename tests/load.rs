@@ -10,14 +10,17 @@ use std::sync::mpsc;
 use common::{Serve, tcpmax, validate};
 use serde_json::Value;
 
-fn load_json(args: &[&str]) -> Value {
+/// Runs `load ARGS --json -`, checks the exit code (0: the whole target
+/// held through the hold; 1: not) and the report against its schema.
+fn load_json(args: &[&str], code: i32) -> Value {
     let mut all = vec!["load"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--json", "-"]);
     let out = tcpmax(&all);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     validate("load", &report);
+    assert_eq!(report["goal_met"], code == 0);
     report
 }
 
@@ -29,7 +32,7 @@ fn n(v: &Value, path: &str) -> u64 {
 fn holds_30k_against_serve_with_pings() {
     let srv = Serve::start(&["--max-conns", "40k", "--mode", "echo"]);
     let target = srv.addr.to_string();
-    let r = load_json(&[&target, "-c", "30k", "--hold", "2s", "--ping-rate", "10k"]);
+    let r = load_json(&[&target, "-c", "30k", "--hold", "2s", "--ping-rate", "10k"], 0);
     assert_eq!(n(&r, "/count"), 30_000);
     assert_eq!(n(&r, "/failed"), 0, "{:#}", r["errors"]);
     assert_eq!(n(&r, "/peak_established"), 30_000);
@@ -64,7 +67,7 @@ fn loads_a_plain_listener_that_is_not_tcpmax() {
         }
         held.len()
     });
-    let r = load_json(&[&addr.to_string(), "-c", "1000", "--hold", "1s"]);
+    let r = load_json(&[&addr.to_string(), "-c", "1000", "--hold", "1s"], 0);
     done_tx.send(()).unwrap();
     drop(TcpStream::connect(addr).unwrap());
     assert_eq!(n(&r, "/peak_established"), 1000);
@@ -75,7 +78,7 @@ fn loads_a_plain_listener_that_is_not_tcpmax() {
 #[test]
 fn nothing_listening_is_counted_as_econnrefused() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let r = load_json(&[&port.to_string(), "-c", "100", "--hold", "0s"]);
+    let r = load_json(&[&port.to_string(), "-c", "100", "--hold", "0s"], 1);
     assert_eq!(n(&r, "/failed"), 100);
     assert_eq!(n(&r, "/peak_established"), 0);
     let errors = r["errors"].as_array().unwrap();
@@ -83,6 +86,7 @@ fn nothing_listening_is_counted_as_econnrefused() {
     assert_eq!(errors[0]["errno"], "ECONNREFUSED");
     assert_eq!(errors[0]["count"], 100);
     assert!(errors[0]["fix"].as_str().unwrap().contains("somaxconn"));
+    assert!(r["hold_ended_early"].as_str().unwrap().contains("no connection"));
 }
 
 #[test]
@@ -112,7 +116,7 @@ fn one_source_ip_holds_more_than_65535() {
     assert_eq!(srv.addrs.len(), 8);
     let targets: Vec<String> = srv.addrs.iter().map(|a| a.to_string()).collect();
     let targets = targets.join(",");
-    let r = load_json(&[&targets, "-c", "70k", "--source", "127.0.0.5", "--hold", "3s"]);
+    let r = load_json(&[&targets, "-c", "70k", "--source", "127.0.0.5", "--hold", "3s"], 0);
     assert_eq!(n(&r, "/plan/sources"), 1);
     assert_eq!(n(&r, "/failed"), 0, "{:#}", r["errors"]);
     assert_eq!(n(&r, "/peak_established"), 70_000);
@@ -124,7 +128,7 @@ fn reconnect_keeps_the_target_within_its_budget() {
     // The server admits 300: the other 200 are reset at once and reopened,
     // at most as many times as the target.
     let srv = Serve::start(&["--max-conns", "300"]);
-    let r = load_json(&[&srv.addr.to_string(), "-c", "500", "--hold", "1s", "--reconnect"]);
+    let r = load_json(&[&srv.addr.to_string(), "-c", "500", "--hold", "1s", "--reconnect"], 1);
     // A reset lands either after the client saw the connect (closed by
     // peer) or before (a connect failing with ECONNRESET): both count.
     assert!(n(&r, "/closed_by_peer") + n(&r, "/failed") >= 200, "{r:#}");
@@ -153,7 +157,7 @@ fn ctrl_c_stops_early_and_still_reports() {
     }
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    assert_eq!(status.code(), Some(130), "SIGINT: 130, report still written");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let _ = std::fs::remove_file(&report);
     validate("load", &r);

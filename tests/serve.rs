@@ -126,14 +126,24 @@ fn backpressure_bounds_server_memory() {
 }
 
 #[test]
-fn sigint_closes_everything_and_exits_zero() {
+fn sigterm_stops_cleanly_with_exit_zero() {
+    let srv = Serve::start(&[]);
+    let _c = TcpStream::connect(srv.addr).unwrap();
+    srv.until_conns(1);
+    let (status, out) = srv.stop("-TERM");
+    assert_eq!(status.code(), Some(0), "SIGTERM is the ordinary stop of a service");
+    assert!(out.contains("accepted            1"), "{out}");
+}
+
+#[test]
+fn sigint_closes_everything_and_exits_130() {
     let srv = Serve::start(&[]);
     let port = srv.addr.port();
     let conns: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(srv.addr).unwrap()).collect();
     srv.until_conns(100);
     let pid = srv.pid();
     let (status, out) = srv.stop("-INT");
-    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(status.code(), Some(130), "exit status {status:?}");
     assert!(out.contains("served"), "final summary printed: {out}");
     assert!(out.contains("accepted            100"), "{out}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "no process left");

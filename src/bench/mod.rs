@@ -30,7 +30,7 @@ use crate::machine::{self, Machine};
 use crate::output;
 use crate::procfs::ProcFs;
 use crate::serve::{Mode, Server, ServerConfig};
-use crate::sys::process::{self, SIGINT, SIGTERM};
+use crate::sys::process;
 use crate::units::{self, CountOrPercent, group, human_bytes};
 use report::{BenchReport, FirstLimit, Shards};
 
@@ -80,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.force {
         check_target(args.count, &doctor)?;
     }
-    process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
+    crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
     let json_to_stdout = output::is_stdout(args.json.as_deref());
     let mut human: Box<dyn std::io::Write> =
         if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     write!(human, "{}", report.render())?;
     human.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(load_run::exit_code(report.interrupted, report.held >= args.count && report.failed == 0))
 }
 
 /// Memory and RSS read at the peak, before teardown.
@@ -115,6 +115,7 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
         max_conns: Some(args.count),
         max_memory: None,
         shards: server_shards,
+        elastic: true,
         backlog,
     })?;
     let target = server.local_addrs()[0];
@@ -149,15 +150,17 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     let tty = output::stderr_is_tty();
     let mut peak = Peak::default();
     let count = args.count;
+    let server_open = std::cell::Cell::new(0u64);
     let load_report = load_run::execute(
         &load,
         Hooks {
-            tick: &mut |s: &Sample, t: &ShardStats| {
-                let srv = server.poll();
-                progress(s, t, &srv, count, tty);
+            tick: &mut |s: &Sample, t: &ShardStats| progress(s, t, server_open.get(), count, tty),
+            // Called each time the client is looked at: the server's
+            // supervisor runs at the same pace (its pool grows then).
+            guard: &mut || {
+                server_open.set(server.poll().open);
+                fs.meminfo().ok().and_then(|m| guard::check(&m))
             },
-            stop: &mut || process::wait_signal(&[SIGINT, SIGTERM], Duration::ZERO).ok().flatten().is_some(),
-            guard: &mut || fs.meminfo().ok().and_then(|m| guard::check(&m)),
             at_peak: &mut |_t: &ShardStats| {
                 let (slab, free) = machine::kernel_memory().unwrap_or((slab0, free0));
                 peak = Peak { rss: machine::rss_anon(std::process::id()).unwrap_or(0), slab, free };
@@ -170,8 +173,12 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     // The client has reset everything; the server drains as the resets land.
     let drain_start = Instant::now();
     let deadline = drain_start + Duration::from_secs(120);
-    while server.poll_wait(Duration::from_millis(200)).open > 0 && Instant::now() < deadline {}
+    while server.poll_wait(Duration::from_millis(200)).open > 0
+        && Instant::now() < deadline
+        && crate::interrupt::requested().is_none()
+    {}
     let server_drain = drain_start.elapsed();
+    let server_shards = server.peak_shards();
     server.shutdown();
     Ok(assemble(args, doctor, &load_report, peak, (slab0, free0), server_shards, server_drain))
 }
@@ -227,7 +234,7 @@ fn assemble(
     }
 }
 
-fn progress(s: &Sample, t: &ShardStats, server: &ShardStats, count: u64, tty: bool) {
+fn progress(s: &Sample, t: &ShardStats, server_open: u64, count: u64, tty: bool) {
     let free = ProcFs::default().meminfo().map(|m| human_bytes(m.really_free())).unwrap_or_else(|_| "?".into());
     let line = format!(
         "[{:>5.0}s] established {} / {} | {}/s | server holds {} | really free {} | errors: {}",
@@ -235,7 +242,7 @@ fn progress(s: &Sample, t: &ShardStats, server: &ShardStats, count: u64, tty: bo
         group(s.established),
         group(count),
         group(s.opened_per_s as u64),
-        group(server.open),
+        group(server_open),
         free,
         t.errors.summary()
     );

@@ -2,24 +2,32 @@
 //! from given source IPs to given destinations, holds them, pings a share of
 //! them per second, and closes them all (RST by default).
 //!
-//! Connection `i` (over all shards) goes to pair `i mod pairs`, pairs being
-//! every (source, destination) combination, so the load is spread evenly
-//! over the four-tuple space. Shard `k` opens connections `k, k+S, k+2S...`.
-//! Each socket is bound with IP_BIND_ADDRESS_NO_PORT, so the kernel picks the
-//! local port at connect time and reuses it across destinations.
+//! The shards share one [`Work`](super::book::Work): each claims connection
+//! numbers one at a time, and connection `i` goes to pair `i mod pairs`,
+//! pairs being every (source, destination) combination, so the load is spread
+//! evenly over the four-tuple space whatever the number of shards. A shard
+//! stops claiming when its fd table is nearly full; the supervisor then adds
+//! one ([`elastic`](super::elastic)). Each socket is bound with
+//! IP_BIND_ADDRESS_NO_PORT, so the kernel picks the local port at connect
+//! time and reuses it across destinations.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::book::{Claim, InFlight, Work, WorkState};
+use super::elastic::{Policy, View};
 use super::frame::{self, Partial, Ping};
+use super::reactor::{Handler, Turn};
 use super::sched::RoundRobin;
-use super::shard::{Hists, Pool, Reporter, ShardCtl};
+use super::shard::{Hists, Mail, Pool, ShardCtl};
+use super::sizing;
 use super::stats::ShardStats;
 use super::table::{ConnTable, Record};
+use super::token::Token;
 use crate::error::{Error, Result};
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errno_of;
@@ -46,6 +54,10 @@ pub fn cross(sources: &[IpAddr], targets: &[SocketAddr]) -> Vec<Pair> {
     targets.iter().flat_map(|t| sources.iter().map(move |s| (Some(*s), *t))).collect()
 }
 
+/// Heartbeats are sent in batches at least this far apart: a shard wakes
+/// for them at most 50 times a second, whatever the rate.
+const PING_BATCH: Duration = Duration::from_millis(20);
+
 /// What to open and how.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -54,8 +66,10 @@ pub struct ClientConfig {
     pub pairs: Vec<Pair>,
     /// Connections to open in total.
     pub count: u64,
-    /// Number of shards.
+    /// Shards to start with; with `elastic`, more are added as they fill.
     pub shards: usize,
+    /// Add shards as the running ones fill, retire empty extra ones.
+    pub elastic: bool,
     /// Connects in flight per shard at most.
     pub in_flight: usize,
     /// Connects per second in total (None: as fast as the kernel accepts).
@@ -76,21 +90,24 @@ pub struct ClientConfig {
     pub close: CloseMode,
 }
 
+/// What every shard of one client shares.
+#[derive(Debug)]
+struct Shared {
+    cfg: ClientConfig,
+    work: Work,
+    /// The whole ramp is over: heartbeats may start.
+    heartbeats: AtomicBool,
+    /// Connections one shard holds at most before it stops claiming.
+    full_at: u64,
+}
+
 /// A running client.
 #[derive(Debug)]
 pub struct Client {
-    pool: Pool,
-    count: u64,
-    phase: Arc<Phase>,
-}
-
-/// What the supervisor tells every shard at once (read each loop turn).
-#[derive(Debug, Default)]
-struct Phase {
-    /// Stop opening connections.
-    halt: AtomicBool,
-    /// The whole ramp is over: heartbeats may start.
-    heartbeats: AtomicBool,
+    pool: Pool<ClientShard>,
+    shared: Arc<Shared>,
+    policy: Policy,
+    warning: Option<String>,
 }
 
 impl Client {
@@ -99,46 +116,106 @@ impl Client {
         if config.pairs.is_empty() {
             return Err(Error::Input("no (source, destination) pair to connect over".into()));
         }
-        let shards = config.shards.max(1);
-        let cfg = Arc::new(ClientConfig { shards, ..config.clone() });
-        let phase = Arc::new(Phase::default());
-        let p = phase.clone();
-        let pool =
-            Pool::start("load", shards, move |id, ctl, reporter| run_shard(id, cfg.clone(), p.clone(), ctl, reporter))
-                .map_err(Error::Input)?;
-        Ok(Client { pool, count: config.count, phase })
+        let nofile = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
+            .map_err(|e| Error::os("reading RLIMIT_NOFILE", e))?;
+        let per_shard = nofile.soft.saturating_sub(sizing::HEADROOM_FDS).max(1);
+        let max = sizing::max_shards(config.count, nofile.soft);
+        let policy = Policy::new(per_shard, sizing::cores(), max, config.elastic);
+        let shards = config.shards.clamp(1, max);
+        let shared = Arc::new(Shared {
+            cfg: config.clone(),
+            work: Work::new(WorkState::new(config.count, config.rate, config.reconnect, Instant::now())),
+            heartbeats: AtomicBool::new(false),
+            // A pinned pool spreads the target evenly; an elastic one fills
+            // each table to near its cap before the next one takes over.
+            full_at: if config.elastic { policy.full_at() } else { config.count.div_ceil(shards as u64).max(1) },
+        });
+        let s = shared.clone();
+        let pool = Pool::start("load", shards, Arc::new(move |_id, _ep: &Epoll| Ok(ClientShard::new(s.clone()))))?;
+        Ok(Client { pool, shared, policy, warning: None })
     }
 
     /// Stops opening connections (a guard tripped): connects in flight
     /// finish, what is established stays held, nothing new is opened.
     pub fn halt_ramp(&self) {
-        self.phase.halt.store(true, Ordering::Relaxed);
+        self.shared.work.with(WorkState::halt);
+        self.pool.broadcast(&Mail::Halt);
     }
 
     /// Starts the heartbeats (pings), once the whole ramp is over: they then
     /// measure the cost of a ready event among held connections, not the
     /// scheduling delays of a connect storm on other shards.
     pub fn start_heartbeats(&self) {
-        self.phase.heartbeats.store(true, Ordering::Relaxed);
+        if !self.shared.heartbeats.swap(true, Ordering::Relaxed) {
+            self.pool.broadcast(&Mail::Heartbeats);
+        }
     }
 
-    /// Number of shards.
+    /// Shards running now.
     pub fn shards(&self) -> usize {
+        self.pool.running()
+    }
+
+    /// Shards ever started.
+    pub fn shards_started(&self) -> usize {
         self.pool.len()
     }
 
-    /// Waits up to `limit` for a report and returns the merged counters.
+    /// The merged counters as last published.
+    pub fn totals(&self) -> ShardStats {
+        self.pool.totals()
+    }
+
+    /// The merged histograms so far.
+    pub fn hists(&self) -> Hists {
+        self.pool.hists()
+    }
+
+    /// Waits up to `limit` for a shard to publish, grows or shrinks the pool
+    /// as the elastic policy says, and returns the merged counters. A shard
+    /// that cannot be added is not fatal: [`Client::take_warning`] says why.
     pub fn poll_wait(&mut self, limit: Duration) -> ShardStats {
-        self.pool.poll_wait(limit)
+        let t = self.pool.wait_change(limit);
+        if let Err(e) = self.rebalance() {
+            self.warning.get_or_insert_with(|| format!("cannot add a shard: {e}"));
+        }
+        t
+    }
+
+    /// Why the pool could not grow, once.
+    pub fn take_warning(&mut self) -> Option<String> {
+        self.warning.take()
+    }
+
+    fn rebalance(&mut self) -> Result<()> {
+        let views: Vec<View> = self
+            .pool
+            .per_shard()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| {
+                s.as_ref().map(|s| View { id, used: s.open + s.connecting, base: id == 0, retiring: false })
+            })
+            .collect();
+        let more = self.shared.work.with(|w| w.more());
+        let d = self.policy.decide(&views, more, Instant::now());
+        for _ in 0..d.grow {
+            self.pool.add()?;
+        }
+        for id in d.retire {
+            self.pool.retire(id);
+        }
+        Ok(())
     }
 
     /// Waits until every connection was attempted (established or failed)
-    /// or `limit` passed; returns the merged counters.
+    /// or `limit` passed, then starts the heartbeats; returns the counters.
     pub fn wait_settled(&mut self, limit: Duration) -> ShardStats {
         let deadline = Instant::now() + limit;
+        let count = self.shared.cfg.count;
         loop {
-            let t = self.pool.poll_wait(Duration::from_millis(250));
-            if t.opened + t.failed >= self.count || Instant::now() >= deadline {
+            let t = self.poll_wait(Duration::from_millis(250));
+            if t.opened + t.failed >= count && t.connecting == 0 || Instant::now() >= deadline {
                 self.start_heartbeats();
                 return t;
             }
@@ -147,8 +224,9 @@ impl Client {
 
     /// Closes everything, joins the shards, returns counters and histograms.
     pub fn stop(mut self) -> (ShardStats, Hists) {
+        self.shared.work.with(WorkState::halt);
         let t = self.pool.stop();
-        (t, self.pool.hists().clone())
+        (t, self.pool.hists())
     }
 }
 
@@ -156,7 +234,8 @@ impl Client {
 struct Conn {
     state: u8,
     ping_out: bool,
-    /// Connect start, microseconds on the shard clock (wrapping).
+    /// Connect start, or ping send time, in microseconds on the shard clock
+    /// (wrapping).
     started_us: u32,
 }
 
@@ -170,175 +249,126 @@ impl Record for Conn {
     }
 }
 
-fn run_shard(id: usize, cfg: Arc<ClientConfig>, phase: Arc<Phase>, ctl: Arc<ShardCtl>, mut reporter: Reporter) {
-    let epoll = match Epoll::new().and_then(|ep| ep.add(ctl.bell_fd(), epoll::IN | epoll::ET, BELL).map(|()| ep)) {
-        Ok(ep) => ep,
-        Err(e) => return reporter.ready(Err(format!("epoll: {e}"))),
-    };
-    reporter.ready(Ok(()));
-    let shards = cfg.shards as u64;
-    let fd_limit = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
-        .map_or(usize::MAX, |l| l.soft.min(usize::MAX as u64) as usize);
-    let mut s = ClientShard {
-        pairs: cfg.pairs.clone(),
-        epoll,
-        conns: ConnTable::with_limit(fd_limit),
-        in_flight: VecDeque::new(),
-        partial: HashMap::new(),
-        stats: ShardStats::default(),
-        hists: Hists::new(),
-        epoch: Instant::now(),
-        next: id as u64,
-        step: shards,
-        owed: 0,
-        reconnects_left: if cfg.reconnect { cfg.count.div_ceil(shards) } else { 0 },
-        seq: 0,
-        scratch: vec![0; 4096],
-        cfg,
-    };
-    let per_shard_rate = s.cfg.rate.map(|r| r / shards as f64);
-    let mut connect_budget = per_shard_rate.map(RoundRobin::new);
-    let mut pings = RoundRobin::new(s.cfg.ping_rate / shards as f64);
-    let mut events = vec![epoll::empty_event(); 256];
-    let mut last_tick = Instant::now();
-    let mut ramp_reported = false;
-    while !ctl.stop_requested() {
-        if phase.halt.load(Ordering::Relaxed) {
-            s.next = s.next.max(s.cfg.count);
-            s.owed = 0;
-            s.reconnects_left = 0;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(last_tick);
-        last_tick = now;
-        let allowed = match connect_budget.as_mut() {
-            Some(b) => b.earn(elapsed),
-            None => usize::MAX,
-        };
-        s.fill(allowed);
-        let busy = s.stats.connecting > 0 || s.cfg.ping_rate > 0.0 || per_shard_rate.is_some() && s.next < s.cfg.count;
-        let timeout = if busy { reporter.timeout_ms(now).min(10) } else { reporter.timeout_ms(now) };
-        let n = match s.epoll.wait(&mut events, timeout) {
-            Ok(n) => n,
-            Err(e) => {
-                s.stats.errors.add(errno_of(&e));
-                break;
-            }
-        };
-        for ev in &events[..n] {
-            let token = epoll::token(ev);
-            if token == BELL {
-                ctl.drain_bell();
-            } else {
-                s.on_event(token as RawFd, epoll::flags(ev));
-            }
-        }
-        s.expire_connects();
-        // Heartbeats start once the supervisor says the whole ramp is over.
-        let due = pings.earn(elapsed);
-        let ramping = s.next < s.cfg.count || s.stats.connecting > 0;
-        if !ramping && phase.heartbeats.load(Ordering::Relaxed) {
-            s.ping(&mut pings, due);
-        }
-        if !ramping && !ramp_reported {
-            // The supervisor times the ramp: tell it at once, not at the next tick.
-            ramp_reported = true;
-            reporter.send_now(Instant::now(), &s.stats);
-        }
-        reporter.maybe_send(Instant::now(), &s.stats);
-    }
-    s.close_all();
-    reporter.hists(s.hists);
-    reporter.last(&s.stats);
-}
-
-const BELL: u64 = u64::MAX;
-
-struct ClientShard {
-    cfg: Arc<ClientConfig>,
-    pairs: Vec<(Option<IpAddr>, SocketAddr)>,
-    epoll: Epoll,
+/// One client shard: the handler the engine loop drives.
+pub struct ClientShard {
+    shared: Arc<Shared>,
     conns: ConnTable<Conn>,
-    /// Connects in flight, oldest first: one deadline order, no timers.
-    in_flight: VecDeque<(RawFd, u32)>,
+    in_flight: InFlight,
     /// Bytes of a ping frame split across reads (rare; only then allocated).
     partial: HashMap<RawFd, Partial>,
     stats: ShardStats,
-    hists: Hists,
+    /// Samples taken in this batch, published at its end under one lock.
+    connect_samples: Vec<u32>,
+    rtt_samples: Vec<u32>,
     epoch: Instant,
-    next: u64,
-    step: u64,
-    /// Connections lost that `--reconnect` still has to open again.
-    owed: u64,
-    reconnects_left: u64,
+    pings: RoundRobin,
+    last_turn: Instant,
     seq: u32,
+    /// A socket-level failure that no claim can fix (EMFILE): stop claiming.
+    starved: bool,
+    retiring: bool,
     scratch: Vec<u8>,
 }
 
+impl std::fmt::Debug for ClientShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientShard").field("open", &self.stats.open).finish()
+    }
+}
+
 impl ClientShard {
-    fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+    fn new(shared: Arc<Shared>) -> ClientShard {
+        let fd_limit = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
+            .map_or(usize::MAX, |l| l.soft.min(usize::MAX as u64) as usize);
+        let now = Instant::now();
+        ClientShard {
+            shared,
+            conns: ConnTable::with_limit(fd_limit),
+            in_flight: InFlight::default(),
+            partial: HashMap::new(),
+            stats: ShardStats::default(),
+            connect_samples: Vec::new(),
+            rtt_samples: Vec::new(),
+            epoch: now,
+            pings: RoundRobin::new(0.0),
+            last_turn: now,
+            seq: 0,
+            starved: false,
+            retiring: false,
+            scratch: vec![0; 4096],
+        }
     }
 
-    fn fill(&mut self, mut allowed: usize) {
-        while allowed > 0 && (self.stats.connecting as usize) < self.cfg.in_flight {
-            let i = if self.next < self.cfg.count {
-                self.next += self.step;
-                self.next - self.step
-            } else if self.owed > 0 {
-                self.owed -= 1;
-                self.stats.reconnects += 1;
-                self.seq as u64
-            } else {
-                return;
+    fn cfg(&self) -> &ClientConfig {
+        &self.shared.cfg
+    }
+
+    fn now_us(&self) -> u32 {
+        self.epoch.elapsed().as_micros() as u32
+    }
+
+    /// Opens connections while the shard has room, the in-flight cap allows
+    /// and the shared work has some; returns when the rate allows the next.
+    fn fill(&mut self, epoll: &Epoll, now: Instant) -> Turn {
+        if self.retiring || self.starved {
+            return Turn::Idle;
+        }
+        while (self.stats.connecting as usize) < self.cfg().in_flight
+            && self.stats.open + self.stats.connecting < self.shared.full_at
+        {
+            let claim = self.shared.work.with(|w| w.claim(now));
+            let (index, reconnect) = match claim {
+                Claim::Open { index, reconnect } => (index, reconnect),
+                Claim::NotBefore(at) => return Turn::Until(at),
+                Claim::Done => return Turn::Idle,
             };
-            allowed -= 1;
-            let (src, dst) = self.pairs[(i % self.pairs.len() as u64) as usize];
-            if let Err(e) = self.open(src, dst) {
+            if reconnect {
+                self.stats.reconnects += 1;
+            }
+            let pairs = &self.shared.cfg.pairs;
+            let (src, dst) = pairs[(index % pairs.len() as u64) as usize];
+            if let Err(e) = self.open(epoll, src, dst) {
+                let errno = errno_of(&e);
                 self.stats.failed += 1;
-                self.stats.errors.add(errno_of(&e));
-                self.owe();
+                self.stats.errors.add(errno);
+                self.shared.work.with(WorkState::lost);
+                if matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) {
+                    // This table (or the kernel) has no room: let others work.
+                    self.starved = true;
+                    return Turn::Idle;
+                }
             }
         }
+        Turn::Idle
     }
 
-    /// Counts one connection to open again, within the reconnect budget.
-    fn owe(&mut self) {
-        if self.reconnects_left > 0 {
-            self.reconnects_left -= 1;
-            self.owed += 1;
-        }
-    }
-
-    fn open(&mut self, src: Option<IpAddr>, dst: SocketAddr) -> std::io::Result<()> {
+    fn open(&mut self, epoll: &Epoll, src: Option<IpAddr>, dst: SocketAddr) -> std::io::Result<()> {
         let fd = net::socket(&dst, Kind::Tcp)?;
         let setup = || -> std::io::Result<bool> {
             if let Some(ip) = src {
                 net::bind_ip_no_port(fd, ip)?;
             }
-            if self.cfg.ping_rate > 0.0 {
+            if self.cfg().ping_rate > 0.0 || self.cfg().message.is_some() {
                 net::set_nodelay(fd)?;
             }
-            if self.cfg.close == CloseMode::Rst {
+            if self.cfg().close == CloseMode::Rst {
                 // Set now, so that teardown is one close() per socket.
                 net::set_linger_zero(fd)?;
             }
-            self.epoll.add(fd, epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET, fd as u64)?;
+            epoll.add(fd, epoll::IN | epoll::OUT | epoll::RDHUP | epoll::ET, Token::Conn(fd).encode())?;
             net::connect(fd, &dst)
         };
-        let started_us = self.now_us() as u32;
+        let started_us = self.now_us();
         match setup() {
-            Ok(true) => {
+            Ok(done) => {
                 self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, started_us });
                 self.stats.connecting += 1;
-                self.established(fd);
-                Ok(())
-            }
-            Ok(false) => {
-                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, started_us });
-                self.stats.connecting += 1;
-                self.in_flight.push_back((fd, started_us));
                 self.stats.max_fd = self.stats.max_fd.max(fd as u64);
+                if done {
+                    self.established(fd);
+                } else {
+                    self.in_flight.push(fd, started_us);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -350,15 +380,15 @@ impl ClientShard {
     }
 
     fn established(&mut self, fd: RawFd) {
-        let now = self.now_us() as u32;
+        let now = self.now_us();
         let Some(c) = self.conns.get_mut(fd) else { return };
         let took = now.wrapping_sub(c.started_us);
         c.state = ESTABLISHED;
         self.stats.connecting -= 1;
         self.stats.opened += 1;
         self.stats.open += 1;
-        self.hists.connect_us.saturating_record(u64::from(took).max(1));
-        if let Some(first) = self.cfg.first_message.clone() {
+        self.connect_samples.push(took.max(1));
+        if let Some(first) = self.cfg().first_message.clone() {
             self.send(fd, &first);
         }
     }
@@ -386,23 +416,6 @@ impl ClientShard {
         }
     }
 
-    fn on_event(&mut self, fd: RawFd, flags: u32) {
-        let Some(&c) = self.conns.get(fd) else { return };
-        if c.state == CONNECTING {
-            if flags & (epoll::OUT | epoll::ERR | epoll::HUP) == 0 {
-                return;
-            }
-            match net::take_error(fd) {
-                Ok(0) => self.established(fd),
-                Ok(errno) => return self.fail_connect(fd, errno),
-                Err(e) => return self.fail_connect(fd, errno_of(&e)),
-            }
-        }
-        if flags & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
-            self.read_ready(fd);
-        }
-    }
-
     fn fail_connect(&mut self, fd: RawFd, errno: i32) {
         self.stats.errors.add(errno);
         self.stats.failed += 1;
@@ -410,7 +423,7 @@ impl ClientShard {
         self.conns.remove(fd);
         let _ = net::set_linger_zero(fd);
         net::close(fd);
-        self.owe();
+        self.shared.work.with(WorkState::lost);
     }
 
     fn read_ready(&mut self, fd: RawFd) {
@@ -428,24 +441,24 @@ impl ClientShard {
     }
 
     fn on_bytes(&mut self, fd: RawFd, n: usize) {
-        if self.cfg.message.is_some() {
+        if self.cfg().message.is_some() {
             // Any reply ends the round trip of the message outstanding.
-            let now = self.now_us() as u32;
+            let now = self.now_us();
             if let Some(c) = self.conns.get_mut(fd)
                 && c.ping_out
             {
                 c.ping_out = false;
                 self.stats.pongs += 1;
-                self.hists.rtt_us.saturating_record(u64::from(now.wrapping_sub(c.started_us)).max(1));
+                self.rtt_samples.push(now.wrapping_sub(c.started_us).max(1));
             }
             return;
         }
         let mut part = self.partial.remove(&fd).unwrap_or_default();
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
-        let (mut pongs, hist) = (0, &mut self.hists.rtt_us);
+        let (mut pongs, samples) = (0, &mut self.rtt_samples);
         let bad = part.feed(&self.scratch[..n], |p| {
             pongs += 1;
-            hist.saturating_record((now_ns.saturating_sub(p.sent_ns) / 1000).max(1));
+            samples.push((now_ns.saturating_sub(p.sent_ns) / 1000).clamp(1, u64::from(u32::MAX)) as u32);
         });
         self.stats.pongs += pongs;
         if bad > 0 {
@@ -469,44 +482,57 @@ impl ClientShard {
         if self.conns.remove(fd).is_some() {
             self.stats.open -= 1;
             self.stats.closed += 1;
-            self.owe();
+            self.shared.work.with(WorkState::lost);
         }
         self.partial.remove(&fd);
         net::close(fd);
     }
 
-    fn expire_connects(&mut self) {
-        let now = self.now_us() as u32;
-        let limit = self.cfg.connect_timeout.as_micros().min(u32::MAX as u128) as u32;
-        while let Some(&(fd, started)) = self.in_flight.front() {
-            let live = self.conns.get(fd).is_some_and(|c| c.state == CONNECTING && c.started_us == started);
-            if !live {
-                self.in_flight.pop_front();
-            } else if now.wrapping_sub(started) >= limit {
-                self.in_flight.pop_front();
-                self.fail_connect(fd, libc::ETIMEDOUT);
-            } else {
-                return;
-            }
+    fn expire_connects(&mut self) -> Turn {
+        let now = self.now_us();
+        let limit = self.cfg().connect_timeout.as_micros().min(u32::MAX as u128) as u32;
+        let conns = &self.conns;
+        let expired = self.in_flight.expired(now, limit, |fd, started| {
+            conns.get(fd).is_some_and(|c| c.state == CONNECTING && c.started_us == started)
+        });
+        for fd in expired {
+            self.fail_connect(fd, libc::ETIMEDOUT);
+        }
+        match self.in_flight.next_deadline_us(self.now_us(), limit) {
+            Some(us) => Turn::Until(Instant::now() + Duration::from_micros(u64::from(us))),
+            None => Turn::Idle,
         }
     }
 
-    fn ping(&mut self, rr: &mut RoundRobin, due: usize) {
-        if due == 0 || self.stats.open == 0 {
-            return;
+    /// Sends the heartbeats due; returns when the next batch is due.
+    fn ping(&mut self, now: Instant) -> Turn {
+        let elapsed = now.duration_since(self.last_turn);
+        // This shard's share of the rate follows the connections it holds.
+        let count = self.cfg().count.max(1) as f64;
+        self.pings.set_rate(self.cfg().ping_rate * self.stats.open as f64 / count);
+        let due = self.pings.earn(elapsed);
+        if due > 0 && self.stats.open > 0 {
+            self.send_pings(due);
         }
+        match self.pings.until_due() {
+            Some(wait) => Turn::Until(now + wait.max(PING_BATCH)),
+            None => Turn::Idle,
+        }
+    }
+
+    fn send_pings(&mut self, due: usize) {
         let len = self.conns.capacity();
         let mut targets = Vec::with_capacity(due.min(4096));
         let conns = &self.conns;
-        rr.visit(
+        self.pings.visit(
             due,
             len,
             |i| conns.at(i).is_some_and(|(_, c)| c.state == ESTABLISHED && !c.ping_out),
             |i| targets.push(i as RawFd),
         );
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
-        let now_us = self.now_us() as u32;
-        let message = self.cfg.message.clone();
+        let now_us = self.now_us();
+        let message = self.cfg().message.clone();
         for fd in targets {
             self.seq = self.seq.wrapping_add(1);
             let frame = frame::encode(Ping { seq: self.seq, sent_ns: now_ns });
@@ -520,20 +546,96 @@ impl ClientShard {
             }
         }
     }
+}
 
-    fn close_all(&mut self) {
+impl Handler for ClientShard {
+    fn on_ready(&mut self, _epoll: &Epoll, token: Token, flags: u32) {
+        let Token::Conn(fd) = token else { return };
+        let Some(&c) = self.conns.get(fd) else { return };
+        if c.state == CONNECTING {
+            if flags & (epoll::OUT | epoll::ERR | epoll::HUP) == 0 {
+                return;
+            }
+            match net::take_error(fd) {
+                Ok(0) => self.established(fd),
+                Ok(errno) => return self.fail_connect(fd, errno),
+                Err(e) => return self.fail_connect(fd, errno_of(&e)),
+            }
+        }
+        if flags & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
+            self.read_ready(fd);
+        }
+    }
+
+    fn on_mail(&mut self, _epoll: &Epoll, mail: Mail) {
+        match mail {
+            Mail::Retire => self.retiring = true,
+            // Halt is in the shared work; heartbeats start at the next turn.
+            Mail::Halt | Mail::Heartbeats | Mail::Steer(_) => {}
+        }
+    }
+
+    fn on_turn(&mut self, epoll: &Epoll, now: Instant) -> Turn {
+        let mut turn = self.expire_connects();
+        turn = turn.min(self.fill(epoll, now));
+        if self.shared.heartbeats.load(Ordering::Relaxed) && self.stats.connecting == 0 {
+            turn = turn.min(self.ping(now));
+        }
+        self.last_turn = now;
+        turn
+    }
+
+    fn on_stop(&mut self, _epoll: &Epoll) {
+        let mut held = 0;
         for fd in self.conns.open_fds() {
             // With --close rst, SO_LINGER 0 was set when the socket was made.
             net::close(fd);
             if let Some(c) = self.conns.remove(fd)
                 && c.state == ESTABLISHED
             {
-                self.stats.open -= 1;
-                self.stats.closed += 1;
+                held += 1;
             }
         }
+        self.stats.held_at_stop = held;
+        self.stats.open = 0;
         self.stats.connecting = 0;
         self.in_flight.clear();
         self.partial.clear();
+    }
+
+    fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    fn publish_extra(&mut self, ctl: &ShardCtl) {
+        if self.connect_samples.is_empty() && self.rtt_samples.is_empty() {
+            return;
+        }
+        let (c, r) = (&mut self.connect_samples, &mut self.rtt_samples);
+        ctl.with_hists(|h| {
+            for &v in c.iter() {
+                h.connect_us.saturating_record(u64::from(v));
+            }
+            for &v in r.iter() {
+                h.rtt_us.saturating_record(u64::from(v));
+            }
+        });
+        c.clear();
+        r.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_cross_sources_and_destinations() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let s1: IpAddr = "127.0.0.2".parse().unwrap();
+        let s2: IpAddr = "127.0.0.3".parse().unwrap();
+        assert_eq!(cross(&[s1, s2], &[a, b]).len(), 4);
+        assert_eq!(cross(&[], &[a, b]), vec![(None, a), (None, b)]);
     }
 }

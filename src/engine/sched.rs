@@ -22,6 +22,19 @@ impl RoundRobin {
         RoundRobin { rate_per_s: rate_per_s.max(0.0), tokens: 0.0, cursor: 0 }
     }
 
+    /// Changes the rate (a shard's share follows the connections it holds).
+    pub fn set_rate(&mut self, rate_per_s: f64) {
+        self.rate_per_s = rate_per_s.max(0.0);
+    }
+
+    /// How long until at least one visit is due, or None at a zero rate.
+    pub fn until_due(&self) -> Option<Duration> {
+        if self.rate_per_s <= 0.0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64(((1.0 - self.tokens) / self.rate_per_s).max(0.0)))
+    }
+
     /// Adds the budget earned over `elapsed` and returns how many visits are
     /// due now. The budget carries over at most one second of backlog.
     pub fn earn(&mut self, elapsed: Duration) -> usize {
@@ -80,5 +93,9 @@ mod tests {
         assert_eq!(rr.visit(5, 4, |_| false, |_| ()), 0);
         // The backlog is capped at one second.
         assert_eq!(rr.earn(Duration::from_secs(100)), 10);
+        // The next visit is due when one token has been earned.
+        assert_eq!(rr.until_due(), Some(Duration::from_millis(100)));
+        rr.set_rate(0.0);
+        assert_eq!(rr.until_due(), None);
     }
 }

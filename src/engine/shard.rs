@@ -1,38 +1,107 @@
 //! Starting, stopping and hearing from shards.
+//!
+//! A [`Pool`] is a set of shards of one kind. Each shard publishes its
+//! counters into its [`ShardCtl`] after every batch of events; the
+//! supervisor reads them whenever it likes ([`Pool::totals`]) or waits for the
+//! next publication ([`Pool::wait_change`]), so no shard is ever woken just to
+//! report. Shards can be added while the pool runs (elastic growth) and
+//! retired one by one.
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-
-use hdrhistogram::Histogram;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+
+use super::reactor::{self, Handler};
 use super::stats::ShardStats;
-use crate::sys::epoll::EventFd;
+use crate::error::{Error, Result};
+use crate::sys::epoll::{self, Epoll, EventFd};
+use crate::sys::net::BpfInsn;
 use crate::sys::process;
+
+use super::token::Token;
 
 /// Stack size of a shard thread. The loop keeps its buffers on the heap; only
 /// the stack pages actually touched count in RSS.
 pub const STACK_BYTES: usize = 256 * 1024;
 
-/// How often a shard sends a snapshot of its counters.
-pub const REPORT_EVERY: Duration = Duration::from_millis(200);
+/// What the supervisor asks of a running shard, besides stopping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mail {
+    /// Attach this steering program to the shard's listeners (server).
+    Steer(Vec<BpfInsn>),
+    /// Take no new work; the supervisor retires the shard once it is empty.
+    Retire,
+    /// The whole ramp is over: heartbeats may start (client).
+    Heartbeats,
+    /// Stop opening connections; hold what is held (client).
+    Halt,
+}
 
-/// Control block shared by the supervisor and one shard: a stop flag and the
-/// doorbell that wakes the shard's epoll.
+/// Wakes a supervisor waiting for the next publication, only while one
+/// waits: a shard pays one relaxed load per batch otherwise.
+#[derive(Debug, Default)]
+struct Notify {
+    waiting: AtomicBool,
+    seq: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Notify {
+    fn poke(&self) {
+        if self.waiting.load(Ordering::Relaxed) {
+            *lock(&self.seq) += 1;
+            self.cv.notify_all();
+        }
+    }
+
+    fn wait(&self, limit: Duration) {
+        let guard = lock(&self.seq);
+        let seen = *guard;
+        self.waiting.store(true, Ordering::Relaxed);
+        let _ = self.cv.wait_timeout_while(guard, limit, |s| *s == seen);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Locks a mutex whose holder cannot leave it inconsistent (plain copies):
+/// a poisoned lock is taken as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Control block shared by the supervisor and one shard: stop flag, doorbell,
+/// mailbox, and what the shard last published.
 #[derive(Debug)]
 pub struct ShardCtl {
     stop: AtomicBool,
+    stopped: AtomicBool,
     bell: EventFd,
+    mail: Mutex<Vec<Mail>>,
+    stats: Mutex<ShardStats>,
+    hists: Mutex<Hists>,
+    /// An errno that ended the loop (0: none).
+    failed: AtomicI32,
+    notify: Arc<Notify>,
 }
 
 impl ShardCtl {
-    /// A control block with a fresh doorbell.
-    pub fn new() -> io::Result<Arc<ShardCtl>> {
-        Ok(Arc::new(ShardCtl { stop: AtomicBool::new(false), bell: EventFd::new()? }))
+    fn new(notify: Arc<Notify>) -> io::Result<ShardCtl> {
+        Ok(ShardCtl {
+            stop: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            bell: EventFd::new()?,
+            mail: Mutex::new(Vec::new()),
+            stats: Mutex::new(ShardStats::default()),
+            hists: Mutex::new(Hists::new()),
+            failed: AtomicI32::new(0),
+            notify,
+        })
     }
 
     /// Asks the shard to stop and wakes it.
@@ -46,95 +115,64 @@ impl ShardCtl {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// The doorbell's descriptor (the same number in the shard's table).
-    pub fn bell_fd(&self) -> RawFd {
+    /// Sends the shard a request and wakes it.
+    pub fn send(&self, mail: Mail) {
+        lock(&self.mail).push(mail);
+        let _ = self.bell.notify();
+    }
+
+    pub(crate) fn take_mail(&self) -> Vec<Mail> {
+        std::mem::take(&mut *lock(&self.mail))
+    }
+
+    pub(crate) fn bell_fd(&self) -> RawFd {
         self.bell.raw()
     }
 
-    /// Resets the doorbell after a wake-up.
-    pub fn drain_bell(&self) {
+    pub(crate) fn drain_bell(&self) {
         self.bell.drain();
     }
-}
 
-/// What shards tell the supervisor.
-#[derive(Debug)]
-pub enum ShardMsg {
-    /// The shard finished setting up (listeners bound, or an error).
-    Ready {
-        /// Shard index.
-        shard: usize,
-        /// Set-up error, already formatted with the address and errno.
-        result: Result<(), String>,
-    },
-    /// Cumulative counters.
-    Stats {
-        /// Shard index.
-        shard: usize,
-        /// The snapshot.
-        stats: ShardStats,
-        /// True for the last snapshot, after the shard closed everything.
-        last: bool,
-    },
-    /// A client shard's latency histograms, sent once before its last stats.
-    Hists {
-        /// Shard index.
-        shard: usize,
-        /// The histograms.
-        hists: Box<Hists>,
-    },
-}
-
-/// Sends a snapshot every [`REPORT_EVERY`]; the shard calls `due` in its loop.
-#[derive(Debug)]
-pub struct Reporter {
-    shard: usize,
-    tx: Sender<ShardMsg>,
-    next: Instant,
-}
-
-impl Reporter {
-    /// A reporter for shard `shard`.
-    pub fn new(shard: usize, tx: Sender<ShardMsg>) -> Reporter {
-        Reporter { shard, tx, next: Instant::now() }
-    }
-
-    /// Milliseconds until the next report is due (an epoll timeout).
-    pub fn timeout_ms(&self, now: Instant) -> i32 {
-        self.next.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32
-    }
-
-    /// Sends a snapshot if one is due.
-    pub fn maybe_send(&mut self, now: Instant, stats: &ShardStats) {
-        if now >= self.next {
-            self.next = now + REPORT_EVERY;
-            let _ = self.tx.send(ShardMsg::Stats { shard: self.shard, stats: stats.clone(), last: false });
+    /// Publishes the shard's counters (a copy; the error table only when it
+    /// changed, so a batch without errors allocates nothing).
+    pub(crate) fn publish(&self, s: &ShardStats) {
+        {
+            let mut p = lock(&self.stats);
+            if p.errors != s.errors {
+                *p = s.clone();
+            } else {
+                p.set_counters(s);
+            }
         }
+        self.notify.poke();
     }
 
-    /// Sends a snapshot now (a milestone the supervisor should see at once).
-    pub fn send_now(&mut self, now: Instant, stats: &ShardStats) {
-        self.next = now;
-        self.maybe_send(now, stats);
+    /// Runs `f` on the shard's published histograms.
+    pub fn with_hists<R>(&self, f: impl FnOnce(&mut Hists) -> R) -> R {
+        f(&mut lock(&self.hists))
     }
 
-    /// Tells the supervisor set-up finished.
-    pub fn ready(&self, result: Result<(), String>) {
-        let _ = self.tx.send(ShardMsg::Ready { shard: self.shard, result });
+    /// The counters last published.
+    pub fn stats(&self) -> ShardStats {
+        lock(&self.stats).clone()
     }
 
-    /// Sends a client shard's histograms (before `last`).
-    pub fn hists(&self, hists: Hists) {
-        let _ = self.tx.send(ShardMsg::Hists { shard: self.shard, hists: Box::new(hists) });
+    pub(crate) fn fail(&self, errno: i32) {
+        self.failed.store(errno, Ordering::Relaxed);
     }
 
-    /// Sends the final snapshot.
-    pub fn last(&self, stats: &ShardStats) {
-        let _ = self.tx.send(ShardMsg::Stats { shard: self.shard, stats: stats.clone(), last: true });
+    pub(crate) fn mark_stopped(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.poke();
+    }
+
+    /// True once the shard's loop ended and it published its last counters.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 }
 
-/// Final latency histograms of a client shard, in microseconds.
+/// Latency histograms of a client shard, in microseconds.
 #[derive(Debug, Clone)]
 pub struct Hists {
     /// Connect latency (SYN sent to established).
@@ -144,7 +182,7 @@ pub struct Hists {
 }
 
 impl Hists {
-    /// Empty histograms, 1 us to 1 h, 3 significant figures.
+    /// Empty histograms, 1 us to 100 s, 3 significant figures.
     pub fn new() -> Hists {
         Hists { connect_us: new_hist(), rtt_us: new_hist() }
     }
@@ -172,66 +210,87 @@ pub fn new_hist() -> Histogram<u32> {
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds are valid")
 }
 
-/// A set of shards of one kind, seen from the supervisor: control blocks,
-/// threads, and the latest counters of each.
-#[derive(Debug)]
-pub struct Pool {
+/// Makes a shard's handler, on the shard's thread, inside its private fd
+/// table: `(shard index, its epoll)`.
+pub type Factory<H> = dyn Fn(usize, &Epoll) -> Result<H> + Send + Sync;
+
+/// A set of shards of one kind, seen from the supervisor.
+pub struct Pool<H: Handler + 'static> {
+    name: String,
+    factory: Arc<Factory<H>>,
+    notify: Arc<Notify>,
     ctls: Vec<Arc<ShardCtl>>,
-    threads: Vec<JoinHandle<()>>,
-    rx: Receiver<ShardMsg>,
-    latest: Vec<ShardStats>,
-    hists: Hists,
+    threads: Vec<Option<JoinHandle<()>>>,
+    /// The last counters of shards already retired (their threads are gone).
+    retired: ShardStats,
+    retired_hists: Hists,
 }
 
-impl Pool {
-    /// Spawns `n` shards named `name-<id>`, each with a private fd table
-    /// holding only its doorbell, running `body(id, ctl, reporter)`; returns
-    /// once every shard has called `reporter.ready(..)`, or the first set-up
-    /// error. When a shard thread ends, its table is freed and every socket
-    /// it still held is closed by the kernel.
-    pub fn start<F>(name: &str, n: usize, body: F) -> Result<Pool, String>
-    where
-        F: Fn(usize, Arc<ShardCtl>, Reporter) + Send + Sync + 'static,
-    {
-        let body = Arc::new(body);
-        let (tx, rx) = mpsc::channel();
+impl<H: Handler + 'static> std::fmt::Debug for Pool<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).field("shards", &self.ctls.len()).finish()
+    }
+}
+
+impl<H: Handler + 'static> Pool<H> {
+    /// Starts `n` shards named `name-<i>`, one after the other (so that the
+    /// order in which they join a `SO_REUSEPORT` group is their index), each
+    /// with a private fd table holding only its doorbell, its epoll and what
+    /// its handler opens. Returns once all run, or the first error; a
+    /// SIGINT or SIGTERM during the start stops it with
+    /// [`Error::Interrupted`].
+    pub fn start(name: &str, n: usize, factory: Arc<Factory<H>>) -> Result<Pool<H>> {
         let mut pool = Pool {
+            name: name.to_string(),
+            factory,
+            notify: Arc::new(Notify::default()),
             ctls: Vec::new(),
             threads: Vec::new(),
-            rx,
-            latest: vec![ShardStats::default(); n],
-            hists: Hists::new(),
+            retired: ShardStats::default(),
+            retired_hists: Hists::new(),
         };
-        for id in 0..n {
-            let ctl = ShardCtl::new().map_err(|e| format!("creating a shard doorbell: {e}"))?;
-            let (ctl2, body, reporter) = (ctl.clone(), body.clone(), Reporter::new(id, tx.clone()));
-            let spawned =
-                std::thread::Builder::new().name(format!("{name}-{id}")).stack_size(STACK_BYTES).spawn(move || {
-                    match process::private_fd_table(&[ctl2.bell_fd()]) {
-                        Ok(()) => body(id, ctl2, reporter),
-                        Err(e) => reporter.ready(Err(format!("private fd table (unshare CLONE_FILES): {e}"))),
-                    }
-                });
-            match spawned {
-                Ok(t) => {
-                    pool.ctls.push(ctl);
-                    pool.threads.push(t);
-                }
-                Err(e) => {
-                    pool.stop();
-                    return Err(format!("spawning shard {id}: {e}"));
-                }
+        for _ in 0..n {
+            if crate::interrupt::requested().is_some() {
+                pool.stop();
+                return Err(Error::Interrupted);
             }
-        }
-        drop(tx);
-        if let Err(e) = await_ready(&pool.rx, n, Duration::from_secs(60)) {
-            pool.stop();
-            return Err(e);
+            if let Err(e) = pool.add() {
+                pool.stop();
+                return Err(e);
+            }
         }
         Ok(pool)
     }
 
-    /// Number of shards.
+    /// Starts one more shard; returns its index once it runs.
+    pub fn add(&mut self) -> Result<usize> {
+        let id = self.ctls.len();
+        let ctl = Arc::new(
+            ShardCtl::new(self.notify.clone()).map_err(|e| Error::os("creating a shard doorbell (eventfd)", e))?,
+        );
+        let (tx, rx): (Sender<Result<()>>, Receiver<Result<()>>) = mpsc::channel();
+        let (ctl2, factory) = (ctl.clone(), self.factory.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{id}", self.name))
+            .stack_size(STACK_BYTES)
+            .spawn(move || shard_main(id, &ctl2, &*factory, &tx))
+            .map_err(|e| Error::os(format!("starting shard {id} (a thread)"), e))?;
+        self.ctls.push(ctl);
+        self.threads.push(Some(thread));
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(e)) => {
+                self.join(id);
+                Err(e)
+            }
+            Err(_) => Err(Error::os(
+                format!("shard {id} did not start within 30 s"),
+                io::Error::from(io::ErrorKind::TimedOut),
+            )),
+        }
+    }
+
+    /// Number of shards started, retired ones included (indices stay valid).
     pub fn len(&self) -> usize {
         self.ctls.len()
     }
@@ -241,82 +300,158 @@ impl Pool {
         self.ctls.is_empty()
     }
 
-    /// Drains reports without blocking; returns the merged counters.
-    pub fn poll(&mut self) -> ShardStats {
-        while let Ok(msg) = self.rx.try_recv() {
-            self.absorb(msg);
+    /// Shards running now.
+    pub fn running(&self) -> usize {
+        self.threads.iter().filter(|t| t.is_some()).count()
+    }
+
+    /// True while shard `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.threads.get(i).is_some_and(|t| t.is_some())
+    }
+
+    /// Sends every running shard `mail`.
+    pub fn broadcast(&self, mail: &Mail) {
+        for (c, t) in self.ctls.iter().zip(&self.threads) {
+            if t.is_some() {
+                c.send(mail.clone());
+            }
         }
+    }
+
+    /// Sends shard `i` `mail`.
+    pub fn send(&self, i: usize, mail: Mail) {
+        if let Some(c) = self.ctls.get(i) {
+            c.send(mail);
+        }
+    }
+
+    /// The counters each shard last published (retired ones excluded).
+    pub fn per_shard(&self) -> Vec<Option<ShardStats>> {
+        self.ctls.iter().zip(&self.threads).map(|(c, t)| t.as_ref().map(|_| c.stats())).collect()
+    }
+
+    /// The merged counters as last published, retired shards included.
+    pub fn totals(&self) -> ShardStats {
+        let mut t = self.retired.clone();
+        for (c, th) in self.ctls.iter().zip(&self.threads) {
+            if th.is_some() {
+                t.merge(&c.stats());
+            }
+        }
+        t
+    }
+
+    /// Histograms merged over every shard.
+    pub fn hists(&self) -> Hists {
+        let mut h = self.retired_hists.clone();
+        for c in &self.ctls {
+            c.with_hists(|s| h.merge(s));
+        }
+        h
+    }
+
+    /// Waits up to `limit` for any shard to publish, then returns the totals.
+    pub fn wait_change(&self, limit: Duration) -> ShardStats {
+        self.notify.wait(limit);
         self.totals()
     }
 
-    /// Waits up to `limit` for one report, then drains the rest.
-    pub fn poll_wait(&mut self, limit: Duration) -> ShardStats {
-        if let Ok(msg) = self.rx.recv_timeout(limit) {
-            self.absorb(msg);
+    /// Stops shard `i` (it closes what it holds) and keeps its counters.
+    pub fn retire(&mut self, i: usize) {
+        if let Some(c) = self.ctls.get(i) {
+            c.request_stop();
         }
-        self.poll()
+        self.join(i);
     }
 
-    fn absorb(&mut self, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Stats { shard, stats, .. } => {
-                if let Some(slot) = self.latest.get_mut(shard) {
-                    *slot = stats;
-                }
-            }
-            ShardMsg::Hists { hists, .. } => self.hists.merge(&hists),
-            ShardMsg::Ready { .. } => {}
+    fn join(&mut self, i: usize) {
+        if let Some(t) = self.threads.get_mut(i).and_then(Option::take) {
+            let _ = t.join();
+            let c = &self.ctls[i];
+            self.retired.merge(&c.stats());
+            c.with_hists(|h| self.retired_hists.merge(h));
+            c.with_hists(|h| *h = Hists::new());
         }
     }
 
-    /// The merged counters as last reported.
-    pub fn totals(&self) -> ShardStats {
-        ShardStats::sum(&self.latest)
-    }
-
-    /// Histograms merged from the shards that have stopped.
-    pub fn hists(&self) -> &Hists {
-        &self.hists
-    }
-
-    /// Asks every shard to stop, joins them, and absorbs their last reports.
+    /// Asks every shard to stop, joins them, and returns the final totals.
     pub fn stop(&mut self) -> ShardStats {
         for c in &self.ctls {
             c.request_stop();
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        for i in 0..self.threads.len() {
+            self.join(i);
         }
-        self.poll()
+        self.retired.clone()
+    }
+
+    /// Asks every shard to stop without waiting (a second signal may exit
+    /// the process while they close).
+    pub fn request_stop(&self) {
+        for c in &self.ctls {
+            c.request_stop();
+        }
+    }
+
+    /// Shards whose loop failed, with the errno.
+    pub fn failures(&self) -> Vec<(usize, i32)> {
+        self.ctls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.failed.load(Ordering::Relaxed) {
+                0 => None,
+                e => Some((i, e)),
+            })
+            .collect()
     }
 }
 
-impl Drop for Pool {
+impl<H: Handler + 'static> Drop for Pool<H> {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-/// Collects the `Ready` messages of `n` shards, in any order, with a time
-/// limit. Returns the first set-up error.
-pub fn await_ready(rx: &Receiver<ShardMsg>, n: usize, limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    let mut ready = 0;
-    let mut first_err = None;
-    while ready < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(ShardMsg::Ready { result, .. }) => {
-                ready += 1;
-                if let Err(e) = result {
-                    first_err.get_or_insert(e);
-                }
-            }
-            Ok(_) => {}
-            Err(_) => {
-                return Err(format!("only {ready} of {n} shards started within {limit:?}"));
-            }
+/// A shard's thread: private fd table, epoll with the doorbell, the
+/// handler, then the loop.
+fn shard_main<H: Handler>(id: usize, ctl: &ShardCtl, factory: &Factory<H>, ready: &Sender<Result<()>>) {
+    let setup = || -> Result<(Epoll, H)> {
+        process::private_fd_table(&[ctl.bell_fd()])
+            .map_err(|e| Error::os("a private fd table (unshare CLONE_FILES)", e))?;
+        let epoll = Epoll::new().map_err(|e| Error::os("epoll_create1", e))?;
+        epoll
+            .add(ctl.bell_fd(), epoll::IN | epoll::ET, Token::Bell.encode())
+            .map_err(|e| Error::os("epoll_ctl(doorbell)", e))?;
+        let handler = factory(id, &epoll)?;
+        Ok((epoll, handler))
+    };
+    match setup() {
+        Ok((epoll, mut handler)) => {
+            let _ = ready.send(Ok(()));
+            reactor::run(ctl, &epoll, &mut handler);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            ctl.mark_stopped();
         }
     }
-    first_err.map_or(Ok(()), Err)
+}
+
+/// Waits until `pred(totals)` holds or `limit` passes, waking on each
+/// publication; returns the last totals.
+pub fn wait_until<H: Handler + 'static>(
+    pool: &Pool<H>,
+    limit: Duration,
+    mut pred: impl FnMut(&ShardStats) -> bool,
+) -> ShardStats {
+    let deadline = Instant::now() + limit;
+    loop {
+        let t = pool.totals();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if pred(&t) || left.is_zero() {
+            return t;
+        }
+        pool.wait_change(left.min(Duration::from_millis(250)));
+    }
 }

@@ -35,6 +35,20 @@ pub fn plan_hashed(sockets: u64, nofile: u64, cores: usize) -> ShardPlan {
     ShardPlan { shards, per_shard }
 }
 
+/// Most shards worth running for `connections` with `nofile` descriptors
+/// per table: enough tables for every connection with room to spare, never
+/// more than one per connection, and never past a fixed cap that keeps the
+/// thread count sane on any machine.
+pub fn max_shards(connections: u64, nofile: u64) -> usize {
+    let per_shard = nofile.saturating_sub(HEADROOM_FDS).max(1);
+    let needed = connections.div_ceil(per_shard).saturating_mul(2).max(cores() as u64 * 2);
+    needed.min(connections.max(1)).min(MAX_SHARDS as u64) as usize
+}
+
+/// The most shards one process runs, whatever is asked: 4,096 threads of
+/// fd tables of 20,000 hold 80 million sockets, past any machine's memory.
+pub const MAX_SHARDS: usize = 4096;
+
 /// The number of cores this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

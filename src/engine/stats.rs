@@ -88,6 +88,9 @@ pub struct ShardStats {
     /// Client: connections opened again after the server closed one or a
     /// connect failed (`--reconnect`).
     pub reconnects: u64,
+    /// Connections still held when the stop came (closed by us then), taken
+    /// after the events pending at that moment were handled.
+    pub held_at_stop: u64,
 }
 
 impl ShardStats {
@@ -109,6 +112,14 @@ impl ShardStats {
         self.pings += o.pings;
         self.pongs += o.pongs;
         self.reconnects += o.reconnects;
+        self.held_at_stop += o.held_at_stop;
+    }
+
+    /// Copies every counter of `o` but the error table (which the caller
+    /// copies only when it changed: it is the one field that allocates).
+    pub fn set_counters(&mut self, o: &ShardStats) {
+        let errors = std::mem::take(&mut self.errors);
+        *self = ShardStats { errors, ..*o };
     }
 
     /// Merges a slice of snapshots.

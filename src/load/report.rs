@@ -148,6 +148,10 @@ pub struct LoadReport {
     pub teardown_seconds: f64,
     /// True when Ctrl-C (or SIGTERM) ended the run early.
     pub interrupted: bool,
+    /// True when the whole target was held through the hold (exit code 0).
+    pub goal_met: bool,
+    /// Why the hold ended before its time, if it did.
+    pub hold_ended_early: Option<String>,
     /// What stopped the ramp before the target, if anything did (a guard).
     pub stopped_by: Option<String>,
     /// Connect latency.
@@ -182,8 +186,16 @@ impl LoadReport {
         if let Some(why) = &self.stopped_by {
             let _ = writeln!(w, "  ramp stopped by      {why}");
         }
+        if let Some(why) = &self.hold_ended_early {
+            let _ = writeln!(w, "  hold ended early    {why}");
+        }
         let _ = writeln!(w, "  peak established    {}", group(self.peak_established));
-        let _ = writeln!(w, "  held at end         {}", group(self.held_at_end));
+        let _ = writeln!(
+            w,
+            "  held at end         {}{}",
+            group(self.held_at_end),
+            if self.goal_met { " (the whole target, through the hold)" } else { "" }
+        );
         let _ = writeln!(w, "  failed connects     {}", group(self.failed));
         let _ = writeln!(w, "  closed by server    {}", group(self.closed_by_peer));
         if self.reconnects > 0 {

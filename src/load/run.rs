@@ -19,7 +19,7 @@ use crate::engine::stats::ShardStats;
 use crate::machine::{self, Machine};
 use crate::output;
 use crate::procfs::ProcFs;
-use crate::sys::process::{self, SIGINT, SIGTERM};
+use crate::sys::process;
 use crate::units::{self, CountOrPercent, group};
 
 /// Bytes given on the command line with escapes (`\r\n`, `\x00`).
@@ -112,12 +112,14 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
     let shards = match args.shards {
         Some(0) => return Err(crate::Error::Input("--shards must be at least 1".into())),
         Some(n) => n,
-        None => sizing::plan(args.count, nofile.soft, sizing::cores()).shards,
+        // Elastic: about one per core to start; more as they fill.
+        None => sizing::plan(args.count, nofile.soft, sizing::cores()).shards.min(sizing::cores()),
     };
     let client = ClientConfig {
         pairs: plan.pairs.iter().map(|p| (p.source, p.dest)).collect(),
         count: args.count,
         shards,
+        elastic: args.shards.is_none(),
         in_flight: (args.in_flight as usize).div_ceil(shards).max(1),
         rate: args.rate.map(|r| r as f64),
         connect_timeout: args.connect_timeout,
@@ -135,36 +137,46 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
 pub struct Hooks<'a> {
     /// Sees one sample a second.
     pub tick: &'a mut dyn FnMut(&Sample, &ShardStats),
-    /// Asked about ten times a second: true ends the run now (Ctrl-C).
-    pub stop: &'a mut dyn FnMut() -> bool,
-    /// Asked about ten times a second during the ramp: a reason stops
-    /// opening connections (what is held stays held for the hold).
+    /// Asked each time the client is looked at (about ten times a second):
+    /// during the ramp, a reason stops opening connections (what is held
+    /// stays held for the hold).
     pub guard: &'a mut dyn FnMut() -> Option<String>,
     /// Called once when the hold ends, before teardown: the peak.
     pub at_peak: &'a mut dyn FnMut(&ShardStats),
 }
 
+/// How often the supervisor looks at the shards' counters at most (it wakes
+/// sooner when a shard publishes).
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs a load to the end: ramp until every connection was attempted (or a
-/// guard stops it), hold, close. What was measured is always returned, also
-/// when the run is stopped early.
+/// guard stops it), hold, close. A first SIGINT or SIGTERM
+/// ([`interrupt`](crate::interrupt)) ends it early. What was measured is
+/// always returned, also when the run is stopped early.
 pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
-    let Hooks { tick, stop, guard, at_peak } = hooks;
+    let Hooks { tick, guard, at_peak } = hooks;
     let count = load.client.count;
     let started = Instant::now();
     let mut client = Client::start(&load.client)?;
     let mut timeline = Vec::new();
-    let (mut peak, mut rss) = (0u64, 0u64);
+    let (mut peak, mut rss, mut peak_shards) = (0u64, 0u64, client.shards());
     let mut last = (0.0f64, ShardStats::default());
     let mut ramp_end: Option<Instant> = None;
     let mut interrupted = false;
     let mut stopped_by: Option<String> = None;
+    let mut ended_early: Option<String> = None;
     let t = loop {
-        let t = client.poll_wait(Duration::from_millis(100));
+        let t = client.poll_wait(LOOK_EVERY);
+        if let Some(w) = client.take_warning() {
+            eprintln!("load: {w}");
+        }
         let now = Instant::now();
         peak = peak.max(t.open);
+        peak_shards = peak_shards.max(client.shards());
+        let verdict = guard();
         if ramp_end.is_none()
             && stopped_by.is_none()
-            && let Some(reason) = guard()
+            && let Some(reason) = verdict
         {
             client.halt_ramp();
             stopped_by = Some(reason);
@@ -192,8 +204,16 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
             timeline.push(s);
             last = (secs, t.clone());
         }
-        if stop() {
+        if crate::interrupt::requested().is_some() {
             interrupted = true;
+            break t;
+        }
+        if ramp_end.is_some() && t.open == 0 && t.connecting == 0 && !load.client.reconnect {
+            ended_early = Some(if t.opened == 0 {
+                "nothing to hold: no connection was established".into()
+            } else {
+                format!("nothing left to hold: the server closed all {} connections", group(t.opened))
+            });
             break t;
         }
         if ramp_end.is_some_and(|r| now.duration_since(r) >= load.hold) {
@@ -202,28 +222,36 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     };
     rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
     at_peak(&t);
-    let held_at_end = t.open;
     let ramp = ramp_end.unwrap_or_else(Instant::now).duration_since(started);
     let hold = ramp_end.map_or(Duration::ZERO, |r| r.elapsed());
     let down = Instant::now();
+    // Every count below comes from the shards' last publication: each took
+    // in the events pending at the stop, then counted what it still held.
     let (fin, hists) = client.stop();
     let teardown = down.elapsed();
+    let goal_met = !interrupted
+        && stopped_by.is_none()
+        && ended_early.is_none()
+        && fin.held_at_stop == count
+        && (fin.closed == 0 || load.client.reconnect);
     Ok(LoadReport {
         targets: unique_targets(&load.plan),
         count,
         plan: load.plan.clone(),
-        shards: load.client.shards,
-        peak_established: peak,
-        held_at_end,
+        shards: peak_shards,
+        peak_established: peak.max(fin.held_at_stop),
+        held_at_end: fin.held_at_stop,
         opened: fin.opened,
         failed: fin.failed,
-        closed_by_peer: t.closed,
+        closed_by_peer: fin.closed,
         reconnects: fin.reconnects,
         ramp_seconds: ramp.as_secs_f64(),
-        connect_rate_per_s: t.opened.min(count) as f64 / ramp.as_secs_f64().max(1e-9),
+        connect_rate_per_s: fin.opened.min(count) as f64 / ramp.as_secs_f64().max(1e-9),
         hold_seconds: hold.as_secs_f64(),
         teardown_seconds: teardown.as_secs_f64(),
         interrupted,
+        goal_met,
+        hold_ended_early: ended_early,
         stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
         ping_rtt_us: Percentiles::of(&hists.rtt_us),
@@ -249,7 +277,7 @@ fn unique_targets(plan: &Plan) -> Vec<SocketAddr> {
 
 /// Runs `tcpmax load`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
+    crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
     let load = prepare(&args)?;
     let json_to_stdout = output::is_stdout(args.json.as_deref());
     let mut human: Box<dyn std::io::Write> =
@@ -264,7 +292,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &load,
         Hooks {
             tick: &mut |s: &Sample, t: &ShardStats| progress(s, t, count, tty),
-            stop: &mut || process::wait_signal(&[SIGINT, SIGTERM], Duration::ZERO).ok().flatten().is_some(),
             guard: &mut || None,
             at_peak: &mut |_| {},
         },
@@ -278,7 +305,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     write!(human, "{}", report.render())?;
     human.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(report.interrupted, report.goal_met))
+}
+
+/// 130 (SIGINT) or 143 (SIGTERM) when a signal ended the run, 0 when the
+/// goal was met, 1 otherwise: the report is written in every case.
+pub fn exit_code(interrupted: bool, goal_met: bool) -> ExitCode {
+    match crate::interrupt::requested() {
+        Some(sig) if interrupted => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        _ if goal_met => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
 }
 
 fn progress(s: &Sample, t: &ShardStats, count: u64, tty: bool) {

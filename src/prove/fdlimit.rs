@@ -95,12 +95,14 @@ pub fn child(n: u64) -> anyhow::Result<ExitCode> {
         max_conns: None,
         max_memory: None,
         shards: sizing::plan(2 * target, n, cores).shards,
+        elastic: false,
         backlog: 4096,
     })?;
     let mut client = Client::start(&ClientConfig {
         pairs: cross(&[IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1))], server.local_addrs()),
         count: target,
         shards: sizing::plan(target, n, cores).shards,
+        elastic: false,
         in_flight: 256,
         rate: None,
         connect_timeout: Duration::from_secs(5),

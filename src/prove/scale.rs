@@ -36,6 +36,7 @@ fn server(ctx: &Ctx, listens: usize, count: u64) -> Result<Server, String> {
         max_conns: None,
         max_memory: None,
         shards: sizing::plan_hashed(count, ctx.nofile, sizing::cores()).shards,
+        elastic: false,
         backlog: 4096,
     })
     .map_err(|e| format!("server: {e}"))
@@ -48,6 +49,7 @@ fn client(ctx: &Ctx, sources: &[IpAddr], targets: &[SocketAddr], count: u64) -> 
         pairs: cross(sources, targets),
         count,
         shards: sizing::plan(count, ctx.nofile, sizing::cores()).shards,
+        elastic: false,
         in_flight: 1024,
         rate: None,
         connect_timeout: Duration::from_secs(10),

@@ -100,6 +100,7 @@ fn try_udp(ctx: &Ctx) -> Result<Outcome, String> {
         max_conns: None,
         max_memory: None,
         shards: 1,
+        elastic: false,
         backlog: 16,
     })
     .map_err(|e| e.to_string())?;

@@ -23,7 +23,7 @@ use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
 use crate::output;
 use crate::procfs::ProcFs;
-use crate::sys::process::{self, SIGINT, SIGTERM};
+use crate::sys::process;
 use crate::units::{self, MemoryLimit, group};
 pub use server::{Server, ServerConfig};
 
@@ -81,7 +81,7 @@ pub struct Summary {
     pub listen: Vec<SocketAddr>,
     /// Mode.
     pub mode: Mode,
-    /// Shards used.
+    /// Most shards that ran at once.
     pub shards: usize,
     /// Descriptors one shard may hold.
     pub per_shard: u64,
@@ -93,15 +93,15 @@ pub struct Summary {
     pub totals: ShardStats,
 }
 
-/// Decides the shard layout for `args` on this machine.
+/// Decides the shard layout for `args` on this machine: with `--max-conns`,
+/// enough shards for it up front; without, about one per core, and the pool
+/// grows as they fill. `--shards` pins the count.
 pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
     let nofile = process::raise_nofile().context("reading RLIMIT_NOFILE")?;
-    // Without a cap, size for what the doctor predicts a server here holds.
-    let target = match args.max_conns {
-        Some(n) => n,
-        None => crate::doctor::diagnose(&ProcFs::default()).ceiling.server.unwrap_or(nofile.soft),
+    let mut plan = match args.max_conns {
+        Some(n) => sizing::plan_hashed(n, nofile.soft, sizing::cores()),
+        None => sizing::plan_hashed(0, nofile.soft, sizing::cores()),
     };
-    let mut plan = sizing::plan_hashed(target, nofile.soft, sizing::cores());
     if let Some(n) = args.shards {
         anyhow::ensure!(n > 0, crate::Error::Input("--shards must be at least 1".into()));
         plan.shards = n;
@@ -109,11 +109,16 @@ pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
     Ok(plan)
 }
 
+/// How often the supervisor looks at the shards while connections change;
+/// once a second at rest.
+const BUSY_LOOK: Duration = Duration::from_millis(100);
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
 /// Runs `tcpmax serve` until SIGINT/SIGTERM or `--duration`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Blocked before any thread starts, so every shard inherits the mask and
-    // only the supervisor ever takes these signals.
-    process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
+    // Before any thread starts, so every shard inherits the blocked mask and
+    // only the watcher ever takes these signals.
+    crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
     let plan = shard_plan(&args)?;
     let backlog = ProcFs::default().sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
     let max_memory = match args.max_memory {
@@ -127,6 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_conns: args.max_conns,
         max_memory,
         shards: plan.shards,
+        elastic: args.shards.is_none(),
         backlog,
     };
     let mut server = Server::start(&config)?;
@@ -137,29 +143,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let tty = output::stderr_is_tty();
     let started = Instant::now();
     let mut peak = 0;
-    let mut last = (Instant::now(), 0u64);
-    loop {
-        let sig = process::wait_signal(&[SIGINT, SIGTERM], Duration::from_secs(1)).context("waiting for signals")?;
+    let mut last = (Instant::now(), 0u64, u64::MAX);
+    let mut next_status = Instant::now();
+    let signal = loop {
+        let look = if last.2 == last.1 { IDLE_LOOK } else { BUSY_LOOK };
+        let sig = crate::interrupt::wait(look);
         let t = server.poll();
-        peak = peak.max(t.open);
-        if let Some(m) = &metrics {
-            m.update(metrics::render(&t, server.shards(), server.memory_ok()));
+        if let Some(w) = server.take_warning() {
+            eprintln!("serve: {w}");
         }
-        if live {
-            let now = Instant::now();
-            let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
-            last = (now, t.opened);
-            status_line(&t, rate, started.elapsed(), tty);
+        peak = peak.max(t.open);
+        let now = Instant::now();
+        if now >= next_status {
+            next_status = now + IDLE_LOOK;
+            if let Some(m) = &metrics {
+                m.update(metrics::render(&t, server.shards(), server.memory_ok()));
+            }
+            if live {
+                let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+                status_line(&t, rate, server.shards(), started.elapsed(), tty);
+            }
+            last = (now, t.opened, last.1);
         }
         if sig.is_some() || args.duration.is_some_and(|d| started.elapsed() >= d) {
-            break;
+            break sig;
         }
-    }
+    };
     if tty && live {
         eprintln!();
     }
     let per_shard = plan.per_shard;
-    let shards = server.shards();
+    let shards = server.peak_shards();
     let listen = server.local_addrs().to_vec();
     let totals = server.shutdown();
     let summary = Summary {
@@ -168,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         shards,
         per_shard,
         seconds: started.elapsed().as_secs_f64(),
-        peak_open: peak.max(totals.opened.saturating_sub(totals.closed)),
+        peak_open: peak.max(totals.held_at_stop),
         totals,
     };
     // The JSON first: a closed stdout must not lose what was measured.
@@ -178,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !output::is_stdout(args.json.as_deref()) {
         print_summary(&mut std::io::stdout().lock(), &summary)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(signal.map_or(0, crate::interrupt::exit_code)))
 }
 
 fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -187,7 +201,12 @@ fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr
         let proto = if server.udp() { "tcp+udp" } else { "tcp" };
         writeln!(out, "listening {a} {proto}")?;
     }
-    writeln!(out, "shards {} (each its own fd table, up to {} sockets each)", server.shards(), group(plan.per_shard))?;
+    writeln!(
+        out,
+        "shards {} (each its own fd table, up to {} sockets each; more are added as they fill)",
+        server.shards(),
+        group(plan.per_shard)
+    )?;
     if let Some(m) = metrics {
         writeln!(out, "metrics http://{m}/metrics")?;
     }
@@ -195,11 +214,12 @@ fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr
     Ok(())
 }
 
-fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool) {
+fn status_line(t: &ShardStats, rate: f64, shards: usize, up: Duration, tty: bool) {
     let line = format!(
-        "[{:>5}s] conns {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | errors: {}",
+        "[{:>5}s] conns {} | shards {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | errors: {}",
         up.as_secs(),
         group(t.open),
+        shards,
         group(rate as u64),
         group(t.closed),
         group(t.refused_max_conns),

@@ -1,15 +1,20 @@
 //! The supervisor side of `serve`: resolves and checks the addresses, starts
-//! the shards, aggregates their counters, runs the memory watermark, and
-//! stops everything.
+//! the shards, reads their counters, runs the memory watermark and the
+//! elastic policy (adding shards as the running ones fill, steering new
+//! connections away from full ones, retiring empty extras), and stops
+//! everything.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Mode;
-use super::shard::{self, ShardSetup};
+use super::shard::{Shard, ShardSetup};
+use crate::engine::elastic::{self, Group, Policy, View};
 use crate::engine::gate::{Gate, Watermark};
-use crate::engine::shard::Pool;
+use crate::engine::shard::{Mail, Pool};
+use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
 use crate::error::{Error, Result};
 use crate::procfs::ProcFs;
@@ -29,22 +34,36 @@ pub struct ServerConfig {
     pub max_conns: Option<u64>,
     /// High watermark on machine memory in use, in bytes.
     pub max_memory: Option<u64>,
-    /// Number of shards.
+    /// Shards to start with.
     pub shards: usize,
+    /// Add shards as the running ones fill and retire empty extras; false
+    /// pins the count (`--shards`).
+    pub elastic: bool,
     /// Listen backlog.
     pub backlog: i32,
 }
+
+/// How long a shard steered away from stays empty before it retires.
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
     bound: Vec<SocketAddr>,
     udp: bool,
-    pool: Pool,
+    pool: Pool<Shard>,
     gate: Arc<Gate>,
     watermark: Option<Watermark>,
     procfs: ProcFs,
     started: Instant,
+    policy: Policy,
+    group: Group,
+    /// The shards new connections are steered to now.
+    steered: Vec<usize>,
+    /// Shards steered away from, waiting to retire, since when.
+    retiring: HashMap<usize, Instant>,
+    peak_shards: usize,
+    warning: Option<String>,
 }
 
 impl Server {
@@ -63,15 +82,40 @@ impl Server {
             }
             None => None,
         };
+        let nofile = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
+            .map_err(|e| Error::os("reading RLIMIT_NOFILE", e))?;
+        let per_shard = nofile.soft.saturating_sub(sizing::HEADROOM_FDS).max(1);
+        let max = if config.elastic { sizing::MAX_SHARDS } else { config.shards.max(1) };
+        let policy = Policy::new(per_shard, sizing::cores(), max, config.elastic);
         let g = gate.clone();
-        let pool = Pool::start("serve", config.shards, move |id, ctl, reporter| {
-            shard::run(id, setup.clone(), g.clone(), ctl, reporter)
-        })
-        .map_err(Error::Input)?;
+        let pool = Pool::start(
+            "serve",
+            config.shards.max(1),
+            Arc::new(move |_id, ep: &crate::sys::epoll::Epoll| Shard::new(&setup, g.clone(), ep)),
+        )?;
         // The sockets that reserved the ports close only now that every
         // shard listens.
         drop(holders);
-        Ok(Server { bound: tcp, udp: config.udp, pool, gate, watermark, procfs, started: Instant::now() })
+        let mut group = Group::default();
+        for id in 0..pool.len() {
+            group.join(id);
+        }
+        let peak_shards = pool.len();
+        Ok(Server {
+            bound: tcp,
+            udp: config.udp,
+            pool,
+            gate,
+            watermark,
+            procfs,
+            started: Instant::now(),
+            policy,
+            group,
+            steered: Vec::new(),
+            retiring: HashMap::new(),
+            peak_shards,
+            warning: None,
+        })
     }
 
     /// The TCP addresses served, ports resolved.
@@ -84,9 +128,14 @@ impl Server {
         self.udp
     }
 
-    /// Number of shards.
+    /// Shards running now.
     pub fn shards(&self) -> usize {
-        self.pool.len()
+        self.pool.running()
+    }
+
+    /// Most shards that ran at once.
+    pub fn peak_shards(&self) -> usize {
+        self.peak_shards
     }
 
     /// Time since start.
@@ -94,24 +143,88 @@ impl Server {
         self.started.elapsed()
     }
 
-    /// Drains shard reports without blocking, applies the memory watermark,
-    /// and returns the merged counters.
+    /// Applies the memory watermark and the elastic policy, and returns the
+    /// merged counters. Never waits. A shard that cannot be added is not
+    /// fatal (the running ones keep serving): [`Server::take_warning`] says why.
     pub fn poll(&mut self) -> ShardStats {
         if let Some(w) = self.watermark
             && let Ok(m) = self.procfs.meminfo()
         {
             self.gate.set_memory_ok(w.next(self.gate.memory_ok(), m.in_use()));
         }
-        self.pool.poll()
+        if let Err(e) = self.rebalance() {
+            self.warning.get_or_insert_with(|| format!("cannot add a shard: {e}"));
+        }
+        self.pool.totals()
     }
 
-    /// Waits up to `limit` for the next report, then polls.
+    /// Waits up to `limit` for a shard to publish, then polls.
     pub fn poll_wait(&mut self, limit: Duration) -> ShardStats {
-        self.pool.poll_wait(limit);
+        self.pool.wait_change(limit);
         self.poll()
     }
 
-    /// The merged counters as last reported.
+    /// Why the pool could not grow, once.
+    pub fn take_warning(&mut self) -> Option<String> {
+        self.warning.take()
+    }
+
+    fn rebalance(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let views: Vec<View> = self
+            .pool
+            .per_shard()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| {
+                s.as_ref().map(|s| View { id, used: s.open, base: id == 0, retiring: self.retiring.contains_key(&id) })
+            })
+            .collect();
+        let d = self.policy.decide(&views, true, now);
+        for _ in 0..d.grow {
+            let id = self.pool.add()?;
+            self.group.join(id);
+            self.peak_shards = self.peak_shards.max(self.pool.running());
+        }
+        for id in d.retire {
+            self.retiring.insert(id, now);
+        }
+        // A retiring shard still empty after the grace period leaves.
+        let due: Vec<usize> = self
+            .retiring
+            .iter()
+            .filter(|(id, since)| {
+                now.duration_since(**since) >= RETIRE_GRACE && views.iter().any(|v| v.id == **id && v.used == 0)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.retiring.remove(&id);
+            self.pool.retire(id);
+            self.group.leave(id);
+        }
+        let mut open: Vec<usize> = d.open_to_new;
+        open.retain(|id| !self.retiring.contains_key(id) && self.pool.is_running(*id));
+        let running: Vec<usize> = (0..self.pool.len()).filter(|&i| self.pool.is_running(i)).collect();
+        for &id in &running {
+            if !open.contains(&id) && !self.retiring.contains_key(&id) && views.iter().all(|v| v.id != id) {
+                open.push(id);
+            }
+        }
+        open.sort_unstable();
+        if open != self.steered && self.policy.elastic {
+            let program = elastic::steering_program(&self.group.slots_of(&open));
+            // Any listener of the group attaches the program for all; the
+            // first running shard does it.
+            if let Some(&first) = running.first() {
+                self.pool.send(first, Mail::Steer(program));
+            }
+            self.steered = open;
+        }
+        Ok(())
+    }
+
+    /// The merged counters as last published.
     pub fn totals(&self) -> ShardStats {
         self.pool.totals()
     }
@@ -119,6 +232,11 @@ impl Server {
     /// True while the memory watermark admits new connections.
     pub fn memory_ok(&self) -> bool {
         self.gate.memory_ok()
+    }
+
+    /// Asks every shard to stop, without waiting.
+    pub fn request_stop(&self) {
+        self.pool.request_stop();
     }
 
     /// Stops accepting, resets every connection, joins every shard and
@@ -166,6 +284,15 @@ fn resolve(listen: &[SocketAddr], udp: bool) -> Result<(Vec<SocketAddr>, PortHol
         out.push(resolved);
     }
     Ok((out, holders))
+}
+
+/// A shard's set-up failure: a bind error (the user's to fix) when the
+/// errno says so, else an OS failure with what was done.
+pub(crate) fn bind_error_or_os(what: &str, addr: SocketAddr, source: std::io::Error) -> Error {
+    match errno_of(&source) {
+        libc::EADDRINUSE | libc::EADDRNOTAVAIL | libc::EACCES => bind_error(addr, source),
+        _ => Error::os(format!("{what} {addr}"), source),
+    }
 }
 
 fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {

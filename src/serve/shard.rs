@@ -1,30 +1,41 @@
 //! One server shard: its listeners (one per address, SO_REUSEPORT), its UDP
-//! echo sockets, and the edge-triggered loop over its connections.
+//! echo sockets, and what it does on each event, as a [`Handler`] of the
+//! engine's one loop.
+//!
+//! Work per event is bounded (a batch of accepts per listener, a few chunks
+//! per connection), and what is left over is taken up at the next turn: a
+//! peer that never stops sending, or a flood of connects, cannot keep the
+//! loop from seeing a stop.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Mode;
 use crate::engine::gate::{Admit, Gate};
-use crate::engine::shard::{Reporter, ShardCtl};
+use crate::engine::reactor::{Handler, Turn};
+use crate::engine::shard::Mail;
 use crate::engine::stats::ShardStats;
 use crate::engine::table::{ConnTable, Record};
+use crate::engine::token::Token;
+use crate::error::{Error, Result};
 use crate::sys::epoll::{self, Epoll};
+use crate::sys::errno_of;
 use crate::sys::net::{self, Io, Kind};
-use crate::sys::{errno_name, errno_of};
 
 /// Read size, and the most a backpressured connection ever buffers.
 pub const CHUNK: usize = 16 * 1024;
 
-const KIND_SHIFT: u32 = 32;
-const TOKEN_BELL: u64 = 1 << KIND_SHIFT;
-const TOKEN_LISTENER: u64 = 2 << KIND_SHIFT;
-const TOKEN_UDP: u64 = 3 << KIND_SHIFT;
-const FD_MASK: u64 = 0xffff_ffff;
+/// Accepts per listener per turn.
+const ACCEPT_BATCH: usize = 256;
+/// Reads per connection per turn.
+const READ_BATCH: usize = 8;
+/// While accept is starved of descriptors, how often it is tried again
+/// (a close retries at once).
+const STARVED_RETRY: Duration = Duration::from_millis(100);
 
 /// What every connection is watched for while its peer reads what it is sent.
 const READ_INTEREST: u32 = epoll::IN | epoll::RDHUP | epoll::ET;
@@ -58,115 +69,74 @@ impl Record for Conn {
     }
 }
 
-/// Runs shard `id` until a stop is requested. Called on the shard's thread,
-/// after its private fd table is set up.
-pub fn run(_id: usize, setup: Arc<ShardSetup>, gate: Arc<Gate>, ctl: Arc<ShardCtl>, reporter: Reporter) {
-    match Shard::new(&setup, gate, ctl) {
-        Ok(mut shard) => {
-            reporter.ready(Ok(()));
-            shard.run(reporter);
-        }
-        Err(e) => reporter.ready(Err(e)),
-    }
-}
-
-struct Shard {
-    epoll: Epoll,
-    ctl: Arc<ShardCtl>,
+/// One server shard.
+pub struct Shard {
     gate: Arc<Gate>,
     mode: Mode,
-    listeners: Vec<RawFd>,
-    udp: Vec<RawFd>,
+    listeners: Vec<OwnedFd>,
+    udp: Vec<OwnedFd>,
     conns: ConnTable<Conn>,
     /// Unsent echo bytes of backpressured connections only (bounded by CHUNK each).
     pending: HashMap<RawFd, Vec<u8>>,
+    /// Connections and listeners whose batch ran out before EAGAIN.
+    again: Vec<Token>,
     scratch: Vec<u8>,
     stats: ShardStats,
     /// accept hit EMFILE/ENFILE/ENOMEM: retry once a descriptor is freed.
     accept_starved: bool,
 }
 
-fn setup_error(what: &str, addr: &SocketAddr, e: &io::Error) -> String {
-    format!("{what} {addr}: {e} ({})", errno_name(errno_of(e)))
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("open", &self.conns.len()).finish()
+    }
+}
+
+fn setup_error(what: &str, addr: &SocketAddr, e: io::Error) -> Error {
+    super::server::bind_error_or_os(what, *addr, e)
 }
 
 impl Shard {
-    fn new(setup: &ShardSetup, gate: Arc<Gate>, ctl: Arc<ShardCtl>) -> Result<Shard, String> {
-        let epoll = Epoll::new().map_err(|e| format!("epoll_create1: {e}"))?;
-        epoll.add(ctl.bell_fd(), epoll::IN | epoll::ET, TOKEN_BELL).map_err(|e| format!("epoll_ctl(doorbell): {e}"))?;
+    /// Opens the shard's listeners and UDP sockets in its own fd table and
+    /// registers them with its epoll.
+    pub fn new(setup: &ShardSetup, gate: Arc<Gate>, epoll: &Epoll) -> Result<Shard> {
         let mut shard = Shard {
-            epoll,
-            ctl,
             gate,
             mode: setup.mode,
             listeners: Vec::new(),
             udp: Vec::new(),
             conns: ConnTable::new(),
             pending: HashMap::new(),
+            again: Vec::new(),
             scratch: vec![0; CHUNK],
             stats: ShardStats::default(),
             accept_starved: false,
         };
         for addr in &setup.tcp {
-            let fd = open_listener(addr, setup.backlog).map_err(|e| setup_error("cannot listen on", addr, &e))?;
-            let token = TOKEN_LISTENER | shard.listeners.len() as u64;
+            let fd = open_listener(addr, setup.backlog).map_err(|e| setup_error("listen", addr, e))?;
+            let token = Token::Listener(shard.listeners.len() as u32);
+            epoll.add(fd.as_raw_fd(), epoll::IN | epoll::ET, token.encode()).map_err(|e| Error::os("epoll_ctl", e))?;
             shard.listeners.push(fd);
-            shard.watch(fd, token, addr)?;
         }
         for addr in &setup.udp {
-            let fd = open_udp(addr).map_err(|e| setup_error("cannot bind UDP", addr, &e))?;
-            let token = TOKEN_UDP | shard.udp.len() as u64;
+            let fd = open_udp(addr).map_err(|e| setup_error("bind UDP", addr, e))?;
+            let token = Token::Udp(shard.udp.len() as u32);
+            epoll.add(fd.as_raw_fd(), epoll::IN | epoll::ET, token.encode()).map_err(|e| Error::os("epoll_ctl", e))?;
             shard.udp.push(fd);
-            shard.watch(fd, token, addr)?;
         }
         Ok(shard)
     }
 
-    /// Registers a listening or UDP socket of this shard for readability.
-    fn watch(&self, fd: RawFd, token: u64, addr: &SocketAddr) -> Result<(), String> {
-        self.epoll.add(fd, epoll::IN | epoll::ET, token).map_err(|e| setup_error("epoll_ctl", addr, &e))
-    }
-
-    fn run(&mut self, mut reporter: Reporter) {
-        let mut events = vec![epoll::empty_event(); 256];
-        while !self.ctl.stop_requested() {
-            let timeout = reporter.timeout_ms(Instant::now());
-            let n = match self.epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.stats.errors.add(errno_of(&e));
-                    break;
-                }
-            };
-            for ev in &events[..n] {
-                let token = epoll::token(ev);
-                let flags = epoll::flags(ev);
-                match token & !FD_MASK {
-                    0 => self.on_conn(token as RawFd, flags),
-                    TOKEN_LISTENER => self.accept_all((token & FD_MASK) as usize),
-                    TOKEN_UDP => self.echo_udp((token & FD_MASK) as usize),
-                    _ => self.ctl.drain_bell(),
-                }
-            }
-            if self.accept_starved {
-                self.retry_accept();
-            }
-            self.stats.open = self.conns.len() as u64;
-            self.stats.backpressured = self.pending.len() as u64;
-            reporter.maybe_send(Instant::now(), &self.stats);
-        }
-        self.close_everything();
-        reporter.last(&self.stats);
-    }
-
-    fn accept_all(&mut self, i: usize) {
-        let Some(&lfd) = self.listeners.get(i) else {
-            return;
+    /// Accepts up to a batch from listener `i`; true when the batch ran out
+    /// before the queue did.
+    fn accept_batch(&mut self, ep: &Epoll, i: usize) -> bool {
+        let Some(lfd) = self.listeners.get(i).map(AsRawFd::as_raw_fd) else {
+            return false;
         };
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match net::accept(lfd) {
-                Ok(Some(fd)) => self.admit(fd),
-                Ok(None) => return,
+                Ok(Some(fd)) => self.admit(ep, fd),
+                Ok(None) => return false,
                 Err(e) => {
                     let errno = errno_of(&e);
                     self.stats.errors.add(errno);
@@ -174,25 +144,28 @@ impl Shard {
                         // The peer went away before we took it: next one.
                         libc::ECONNABORTED | libc::EPROTO | libc::EPERM => continue,
                         // Out of descriptors or memory: the queued connections
-                        // wait until we close one (see retry_accept).
+                        // wait until we close one, or the retry deadline.
                         _ => {
                             self.accept_starved = true;
-                            return;
+                            return false;
                         }
                     }
                 }
             }
         }
+        true
     }
 
-    fn retry_accept(&mut self) {
+    fn retry_accept(&mut self, ep: &Epoll) {
         self.accept_starved = false;
         for i in 0..self.listeners.len() {
-            self.accept_all(i);
+            if self.accept_batch(ep, i) {
+                self.again.push(Token::Listener(i as u32));
+            }
         }
     }
 
-    fn admit(&mut self, fd: RawFd) {
+    fn admit(&mut self, ep: &Epoll, fd: RawFd) {
         match self.gate.admit() {
             Admit::Yes => {}
             refused => {
@@ -211,7 +184,7 @@ impl Shard {
         // Writability is watched only while a peer is not reading (see
         // `echo`): a new socket is writable at once, and asking for EPOLLOUT
         // here would cost one wake-up per accepted connection.
-        if let Err(e) = self.epoll.add(fd, READ_INTEREST, fd as u64) {
+        if let Err(e) = ep.add(fd, READ_INTEREST, Token::Conn(fd).encode()) {
             self.stats.errors.add(errno_of(&e));
             self.gate.release();
             net::close(fd);
@@ -225,7 +198,7 @@ impl Shard {
         // beyond accept4 and epoll_ctl.
     }
 
-    fn on_conn(&mut self, fd: RawFd, flags: u32) {
+    fn on_conn(&mut self, ep: &Epoll, fd: RawFd, flags: u32) {
         if self.conns.get(fd).is_none() {
             return;
         }
@@ -233,7 +206,7 @@ impl Shard {
             // Reset or fully shut while blocked: nothing more can be sent.
             let errno = net::take_error(fd).ok().filter(|&e| e != 0).unwrap_or(libc::EPIPE);
             self.stats.errors.add(errno);
-            self.close_conn(fd, true);
+            self.close_conn(ep, fd, true);
             return;
         }
         if flags & epoll::HUP != 0 {
@@ -243,25 +216,26 @@ impl Shard {
             if flags & epoll::ERR != 0 {
                 self.stats.errors.add(libc::ECONNRESET);
             }
-            self.close_conn(fd, false);
+            self.close_conn(ep, fd, false);
             return;
         }
         if flags & epoll::OUT != 0 && self.pending.contains_key(&fd) {
             // Once the backlog is out, read what waited in the kernel: no
             // new edge will announce it.
-            if self.flush(fd) {
-                self.read_ready(fd);
+            if self.flush(ep, fd) {
+                self.read_ready(ep, fd);
             }
             return;
         }
         if flags & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
-            self.read_ready(fd);
+            self.read_ready(ep, fd);
         }
     }
 
-    /// Reads until EAGAIN, unless the connection is blocked on its peer.
-    fn read_ready(&mut self, fd: RawFd) {
-        loop {
+    /// Reads a batch, or until EAGAIN, unless the connection is blocked on
+    /// its peer; a connection whose batch ran out is read again next turn.
+    fn read_ready(&mut self, ep: &Epoll, fd: RawFd) {
+        for _ in 0..READ_BATCH {
             let Some(&Conn(flags)) = self.conns.get(fd) else {
                 return;
             };
@@ -273,30 +247,31 @@ impl Shard {
                     if self.pending.contains_key(&fd) {
                         self.set_flag(fd, EOF);
                     } else {
-                        self.close_conn(fd, false);
+                        self.close_conn(ep, fd, false);
                     }
                     return;
                 }
                 Ok(Io::Done(n)) => {
                     self.stats.bytes_in += n as u64;
-                    if self.mode == Mode::Echo && !self.echo(fd, n) {
+                    if self.mode == Mode::Echo && !self.echo(ep, fd, n) {
                         return;
                     }
                 }
                 Ok(Io::WouldBlock) => return,
                 Err(e) => {
                     self.stats.errors.add(errno_of(&e));
-                    self.close_conn(fd, true);
+                    self.close_conn(ep, fd, true);
                     return;
                 }
             }
         }
+        self.again.push(Token::Conn(fd));
     }
 
     /// Writes back the `n` bytes just read. On a short write the rest is kept
     /// and reading stops: backpressure reaches the peer through TCP's window.
     /// Returns false when the connection is blocked or gone.
-    fn echo(&mut self, fd: RawFd, n: usize) -> bool {
+    fn echo(&mut self, ep: &Epoll, fd: RawFd, n: usize) -> bool {
         let mut off = 0;
         while off < n {
             match net::write(fd, &self.scratch[off..n]) {
@@ -307,15 +282,15 @@ impl Shard {
                 Ok(Io::WouldBlock) => {
                     self.pending.insert(fd, self.scratch[off..n].to_vec());
                     self.set_flag(fd, BLOCKED);
-                    if let Err(e) = self.epoll.modify(fd, READ_INTEREST | epoll::OUT, fd as u64) {
+                    if let Err(e) = ep.modify(fd, READ_INTEREST | epoll::OUT, Token::Conn(fd).encode()) {
                         self.stats.errors.add(errno_of(&e));
-                        self.close_conn(fd, true);
+                        self.close_conn(ep, fd, true);
                     }
                     return false;
                 }
                 Err(e) => {
                     self.stats.errors.add(errno_of(&e));
-                    self.close_conn(fd, true);
+                    self.close_conn(ep, fd, true);
                     return false;
                 }
             }
@@ -325,7 +300,7 @@ impl Shard {
 
     /// Sends pending bytes; returns true once all are out and reading may go
     /// on (false when still blocked or the connection closed).
-    fn flush(&mut self, fd: RawFd) -> bool {
+    fn flush(&mut self, ep: &Epoll, fd: RawFd) -> bool {
         let Some(buf) = self.pending.get_mut(&fd) else {
             return true;
         };
@@ -346,14 +321,14 @@ impl Shard {
                 self.pending.remove(&fd);
                 let eof = self.conns.get(fd).is_some_and(|c| c.0 & EOF != 0);
                 if eof {
-                    self.close_conn(fd, false);
+                    self.close_conn(ep, fd, false);
                     return false;
                 }
                 self.clear_flag(fd, BLOCKED);
                 // Quiet again: stop watching writability.
-                if let Err(e) = self.epoll.modify(fd, READ_INTEREST, fd as u64) {
+                if let Err(e) = ep.modify(fd, READ_INTEREST, Token::Conn(fd).encode()) {
                     self.stats.errors.add(errno_of(&e));
-                    self.close_conn(fd, true);
+                    self.close_conn(ep, fd, true);
                     return false;
                 }
                 true
@@ -364,7 +339,7 @@ impl Shard {
             }
             Err(e) => {
                 self.stats.errors.add(errno_of(&e));
-                self.close_conn(fd, true);
+                self.close_conn(ep, fd, true);
                 false
             }
         }
@@ -382,7 +357,7 @@ impl Shard {
         }
     }
 
-    fn close_conn(&mut self, fd: RawFd, reset: bool) {
+    fn close_conn(&mut self, ep: &Epoll, fd: RawFd, reset: bool) {
         if self.conns.remove(fd).is_none() {
             return;
         }
@@ -394,13 +369,13 @@ impl Shard {
         self.gate.release();
         self.stats.closed += 1;
         if self.accept_starved {
-            self.retry_accept();
+            self.retry_accept(ep);
         }
     }
 
-    fn echo_udp(&mut self, i: usize) {
-        let Some(&fd) = self.udp.get(i) else { return };
-        loop {
+    fn echo_udp(&mut self, i: usize) -> bool {
+        let Some(fd) = self.udp.get(i).map(AsRawFd::as_raw_fd) else { return false };
+        for _ in 0..ACCEPT_BATCH {
             match net::recv_from(fd, &mut self.scratch) {
                 Ok(Some((n, peer))) => {
                     self.stats.udp_datagrams += 1;
@@ -408,51 +383,101 @@ impl Shard {
                         self.stats.errors.add(errno_of(&e));
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => return false,
                 Err(e) => {
                     // ICMP errors surface here (e.g. ECONNREFUSED): count, go on.
                     self.stats.errors.add(errno_of(&e));
                 }
             }
         }
+        true
+    }
+
+    fn dispatch(&mut self, ep: &Epoll, token: Token, flags: u32) {
+        match token {
+            Token::Conn(fd) => self.on_conn(ep, fd, flags),
+            Token::Listener(i) => {
+                if self.accept_batch(ep, i as usize) {
+                    self.again.push(token);
+                }
+            }
+            Token::Udp(i) => {
+                if self.echo_udp(i as usize) {
+                    self.again.push(token);
+                }
+            }
+            Token::Bell => {}
+        }
+    }
+}
+
+impl Handler for Shard {
+    fn on_ready(&mut self, ep: &Epoll, token: Token, flags: u32) {
+        self.dispatch(ep, token, flags);
+    }
+
+    fn on_mail(&mut self, _ep: &Epoll, mail: Mail) {
+        if let Mail::Steer(program) = mail {
+            for l in &self.listeners {
+                if let Err(e) = net::attach_reuseport_cbpf(l.as_raw_fd(), &program) {
+                    self.stats.errors.add(errno_of(&e));
+                }
+            }
+        }
+    }
+
+    fn on_turn(&mut self, ep: &Epoll, now: Instant) -> Turn {
+        // Take up what a batch left over; new leftovers wait for the next turn.
+        for token in std::mem::take(&mut self.again) {
+            let flags = if matches!(token, Token::Conn(_)) { epoll::IN } else { 0 };
+            self.dispatch(ep, token, flags);
+        }
+        self.stats.open = self.conns.len() as u64;
+        self.stats.backpressured = self.pending.len() as u64;
+        if !self.again.is_empty() {
+            Turn::Again
+        } else if self.accept_starved {
+            Turn::Until(now + STARVED_RETRY)
+        } else {
+            Turn::Idle
+        }
     }
 
     /// Stop accepting first, then reset every connection: nothing lingers in
     /// TIME_WAIT after the server exits.
-    fn close_everything(&mut self) {
-        for fd in self.listeners.drain(..).chain(self.udp.drain(..)) {
-            net::close(fd);
-        }
-        for fd in self.conns.open_fds() {
-            self.close_conn(fd, true);
+    fn on_stop(&mut self, ep: &Epoll) {
+        self.listeners.clear();
+        self.udp.clear();
+        let fds = self.conns.open_fds();
+        self.stats.held_at_stop = fds.len() as u64;
+        for fd in fds {
+            self.close_conn(ep, fd, true);
         }
         self.stats.open = 0;
         self.stats.backpressured = 0;
+    }
+
+    fn stats(&self) -> &ShardStats {
+        &self.stats
     }
 }
 
 /// A listening socket on `addr` in the shard's table, joined to the
 /// SO_REUSEPORT group of the other shards.
-fn open_listener(addr: &SocketAddr, backlog: i32) -> io::Result<RawFd> {
-    let fd = net::socket(addr, Kind::Tcp)?;
-    let setup = || {
-        net::set_reuseaddr(fd)?;
-        net::set_reuseport(fd)?;
-        net::bind(fd, addr)?;
-        net::listen(fd, backlog)
-    };
-    setup().inspect_err(|_| net::close(fd))?;
+fn open_listener(addr: &SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let fd = net::socket_owned(addr, Kind::Tcp)?;
+    net::set_reuseaddr(fd.as_raw_fd())?;
+    net::set_reuseport(fd.as_raw_fd())?;
+    net::bind(fd.as_raw_fd(), addr)?;
+    net::listen(fd.as_raw_fd(), backlog)?;
     Ok(fd)
 }
 
 /// A UDP socket on `addr`, SO_REUSEPORT like the listeners.
-fn open_udp(addr: &SocketAddr) -> io::Result<RawFd> {
-    let fd = net::socket(addr, Kind::Udp)?;
-    let setup = || {
-        net::set_reuseaddr(fd)?;
-        net::set_reuseport(fd)?;
-        net::bind(fd, addr)
-    };
-    setup().inspect_err(|_| net::close(fd))?;
+fn open_udp(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let fd = net::socket_owned(addr, Kind::Udp)?;
+    net::set_reuseaddr(fd.as_raw_fd())?;
+    net::set_reuseport(fd.as_raw_fd())?;
+    net::bind(fd.as_raw_fd(), addr)?;
     Ok(fd)
 }

@@ -1,7 +1,7 @@
 //! epoll(7), edge-triggered, and eventfd(2) to wake a loop from outside.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::syscall;
 
@@ -41,14 +41,15 @@ pub fn flags(ev: &Event) -> u32 {
 /// An epoll instance; closed on drop.
 #[derive(Debug)]
 pub struct Epoll {
-    fd: RawFd,
+    fd: OwnedFd,
 }
 
 impl Epoll {
     /// `epoll_create1(EPOLL_CLOEXEC)`.
     pub fn new() -> io::Result<Epoll> {
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        Ok(Epoll { fd })
+        // SAFETY: epoll_create1 just returned this descriptor; nothing else owns it.
+        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     /// Registers `fd` with `interest`, tagged with `token`.
@@ -68,8 +69,8 @@ impl Epoll {
 
     fn ctl(&self, op: i32, fd: RawFd, interest: u32, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event { events: interest, u64: token };
-        // `ev` is a valid epoll_event on our stack for the duration of the call.
-        syscall!(epoll_ctl(self.fd, op, fd, &mut ev))?;
+        // SAFETY: `ev` is a valid epoll_event on our stack for the duration of the call.
+        syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev))?;
         Ok(())
     }
 
@@ -77,8 +78,8 @@ impl Epoll {
     /// `events` were filled. EINTR counts as zero events.
     pub fn wait(&self, events: &mut [Event], timeout_ms: i32) -> io::Result<usize> {
         let max = events.len().min(i32::MAX as usize) as i32;
-        // `events` is a valid, writable buffer of `max` epoll_event slots.
-        match syscall!(epoll_wait(self.fd, events.as_mut_ptr(), max, timeout_ms)) {
+        // SAFETY: `events` is a valid, writable buffer of `max` epoll_event slots.
+        match syscall!(epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms)) {
             Ok(n) => Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),
@@ -87,34 +88,29 @@ impl Epoll {
 
     /// The raw descriptor (to keep it across a table unshare).
     pub fn raw(&self) -> RawFd {
-        self.fd
-    }
-}
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        super::net::close(self.fd);
+        self.fd.as_raw_fd()
     }
 }
 
 /// An eventfd used as a doorbell; closed on drop.
 #[derive(Debug)]
 pub struct EventFd {
-    fd: RawFd,
+    fd: OwnedFd,
 }
 
 impl EventFd {
     /// `eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)`.
     pub fn new() -> io::Result<EventFd> {
         let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
-        Ok(EventFd { fd })
+        // SAFETY: eventfd just returned this descriptor; nothing else owns it.
+        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     /// Rings the bell (adds one).
     pub fn notify(&self) -> io::Result<()> {
         let one: u64 = 1;
-        // Writes exactly 8 bytes from a live u64, as eventfd requires.
-        match syscall!(write(self.fd, (&one as *const u64).cast(), 8)) {
+        // SAFETY: writes exactly 8 bytes from a live u64, as eventfd requires.
+        match syscall!(write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8)) {
             Ok(_) => Ok(()),
             // The counter is saturated: the bell is already ringing.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -125,18 +121,12 @@ impl EventFd {
     /// Resets the counter after a wake-up.
     pub fn drain(&self) {
         let mut v: u64 = 0;
-        // Reads exactly 8 bytes into a live u64; EAGAIN just means it was 0.
-        let _ = syscall!(read(self.fd, (&mut v as *mut u64).cast(), 8));
+        // SAFETY: reads exactly 8 bytes into a live u64; EAGAIN just means it was 0.
+        let _ = syscall!(read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8));
     }
 
     /// The raw descriptor.
     pub fn raw(&self) -> RawFd {
-        self.fd
-    }
-}
-
-impl Drop for EventFd {
-    fn drop(&mut self) {
-        super::net::close(self.fd);
+        self.fd.as_raw_fd()
     }
 }

@@ -31,6 +31,14 @@ pub fn socket(addr: &SocketAddr, kind: Kind) -> io::Result<RawFd> {
     syscall!(socket(domain, ty, 0))
 }
 
+/// [`socket`], owned: closed when dropped.
+pub fn socket_owned(addr: &SocketAddr, kind: Kind) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = socket(addr, kind)?;
+    // SAFETY: socket() just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// Closes a descriptor, ignoring errors (Linux frees it even on EINTR).
 pub fn close(fd: RawFd) {
     let _ = syscall!(close(fd));
@@ -89,6 +97,30 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
         libc::SO_LINGER,
         (&l as *const libc::linger).cast(),
         mem::size_of::<libc::linger>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
+/// One classic BPF instruction: (code, jump-if-true, jump-if-false, k).
+pub type BpfInsn = (u16, u8, u8, u32);
+
+/// `SO_ATTACH_REUSEPORT_CBPF`: the program picks, for each new connection,
+/// the index of the listener in the `SO_REUSEPORT` group (an index out of
+/// range falls back to the kernel's hash). Attached through any listener of
+/// the group, it applies to the whole group.
+pub fn attach_reuseport_cbpf(fd: RawFd, program: &[BpfInsn]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> =
+        program.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect();
+    let len = u16::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = libc::sock_fprog { len, filter: insns.as_mut_ptr() };
+    // SAFETY: `prog` points at `insns`, which lives until the call returns; the
+    // kernel copies the program and keeps no pointer to it.
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        (&prog as *const libc::sock_fprog).cast(),
+        mem::size_of::<libc::sock_fprog>() as libc::socklen_t
     ))?;
     Ok(())
 }
