@@ -6,6 +6,15 @@ use serde::Serialize;
 use crate::procfs::ProcFs;
 use crate::sys::process::{self, Resource};
 
+/// An inclusive range of port numbers, as `{"low": 32768, "high": 60999}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    /// The first port.
+    pub low: u64,
+    /// The last port.
+    pub high: u64,
+}
+
 /// Where a measurement ran.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -21,8 +30,8 @@ pub struct Machine {
     pub nofile_soft: u64,
     /// RLIMIT_NOFILE hard limit.
     pub nofile_hard: u64,
-    /// net.ipv4.ip_local_port_range.
-    pub port_range: Option<(u64, u64)>,
+    /// net.ipv4.ip_local_port_range; `None` when unreadable.
+    pub port_range: Option<PortRange>,
     /// The git commit tcpmax was built from.
     pub commit: String,
     /// UTC time of the measurement, RFC 3339.
@@ -45,8 +54,10 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown".into());
         let nofile = process::getrlimit(Resource::NoFile).ok();
-        let port_range =
-            fs.sysctl_values("net.ipv4.ip_local_port_range").ok().and_then(|v| (v.len() == 2).then(|| (v[0], v[1])));
+        let port_range = fs.sysctl_values("net.ipv4.ip_local_port_range").ok().and_then(|v| match v[..] {
+            [low, high] => Some(PortRange { low, high }),
+            _ => None,
+        });
         Machine {
             kernel,
             cpu_model,
@@ -61,27 +72,13 @@ impl Machine {
     }
 }
 
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no
-/// time-zone database needed for UTC).
+/// The current UTC time, RFC 3339 to the second: `2026-11-18T11:06:40Z`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    format_utc(secs)
+    format_utc(std::time::SystemTime::now())
 }
 
-fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+fn format_utc(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Anonymous resident memory of process `pid` (`RssAnon`), in bytes.
@@ -101,10 +98,24 @@ pub fn kernel_memory() -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn at(secs: u64) -> String {
+        super::format_utc(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
     #[test]
     fn utc_format() {
-        assert_eq!(super::format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::format_utc(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(super::format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        // Sub-second parts are dropped, not rounded.
+        assert_eq!(super::format_utc(UNIX_EPOCH + Duration::from_millis(59_999)), "1970-01-01T00:00:59Z");
+    }
+
+    #[test]
+    fn port_range_is_an_object() {
+        let r = super::PortRange { low: 32_768, high: 60_999 };
+        assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!({ "low": 32_768, "high": 60_999 }));
     }
 }

@@ -16,17 +16,25 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     to_u64(v * mult, s)
 }
 
-/// Parses a duration: `30s`, `2m`, `1h`, `500ms`, `1.5s`; a bare number is seconds.
+/// The longest duration accepted: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parses a duration with [`humantime`]: `500ms`, `30s`, `1.5s`, `2m`, `1h`,
+/// `1h 30m`; a bare number is seconds (`5`, `0.5`). Negative durations and
+/// durations above [`MAX_DURATION`] are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const EXAMPLES: &str = "examples: 500ms, 30s, 2m, 1h";
     let t = s.trim();
-    let err = || format!("`{s}` is not a duration (examples: 500ms, 30s, 2m, 1h)");
-    let (num, mult) = split_suffix(t, &[("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]).ok_or_else(err)?;
-    let v: f64 = num.parse().map_err(|_| err())?;
-    let secs = v * mult;
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(err());
+    if t.starts_with('-') {
+        return Err(format!("`{s}` is negative: a duration must be 0 or more ({EXAMPLES})"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let bare = !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let parsed = if bare { humantime::parse_duration(&format!("{t}s")) } else { humantime::parse_duration(t) };
+    let d = parsed.map_err(|e| format!("`{s}` is not a duration: {e} ({EXAMPLES})"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is too long: a duration is at most 365d"));
+    }
+    Ok(d)
 }
 
 /// Parses a byte size: `4096`, `64KiB`, `2GiB`, `1.5GB`, `512k`.
@@ -205,10 +213,34 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn bare_numbers_are_seconds() {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("NaNs").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn bad_durations_name_the_cause() {
+        for bad in ["", "s", "NaNs", "ten seconds", "5 parsecs", "1..5s", "."] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("is not a duration") && e.contains("examples: 500ms"), "{bad}: {e}");
+        }
+        for bad in ["-1s", "-5", " -0s"] {
+            assert!(parse_duration(bad).unwrap_err().contains("negative"), "{bad}");
+        }
+        for bad in ["366d", "2y", "99999999999999h"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("too long") || e.contains("is not a duration"), "{bad}: {e}");
+        }
+        assert!(parse_duration("366d").unwrap_err().contains("at most 365d"));
     }
 
     #[test]

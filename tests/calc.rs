@@ -37,8 +37,8 @@ fn empty_root(name: &str) -> PathBuf {
 fn one_client_ip_one_port_with_the_default_range() {
     let root = empty_root("calc-default");
     let v = json(&["--client-ips", "1", "--server-ports", "1", "--root", root.to_str().unwrap()]);
-    assert_eq!(v["port_range"]["lo"], 32768);
-    assert_eq!(v["port_range"]["hi"], 60999);
+    assert_eq!(v["port_range"]["low"], 32768);
+    assert_eq!(v["port_range"]["high"], 60999);
     assert_eq!(v["port_range"]["size"], 28232);
     assert!(v["port_range"]["source"].as_str().unwrap().starts_with("Linux default"));
     assert_eq!(v["per_pair"]["connections"], 28232);
@@ -52,8 +52,11 @@ fn sixteen_server_ports_from_one_client_ip() {
     assert_eq!(v["per_pair"]["connections"], 28232);
     assert_eq!(v["per_client_host"]["connections"], 451_712);
     assert_eq!(v["total"]["connections"], 451_712);
-    assert!(v["total"]["formula"].as_str().unwrap().contains("16 server ports × 28,232 ports = 451,712"));
-    assert_eq!(v["theoretical_server_max_ipv4"], "2^48 = 281,474,976,710,656");
+    assert_eq!(v["total"]["formula"], "inputs.client_ips × inputs.server_ips × inputs.server_ports × port_range.size");
+    assert_eq!(v["inputs"]["server_ports"], 16);
+    assert_eq!(v["theoretical_server_max_ipv4"]["connections"], 281_474_976_710_656u64);
+    assert_eq!(v["theoretical_server_max_ipv4"]["exponent"], 48);
+    assert_eq!(v["theoretical_server_max_ipv6"]["connections"].as_f64(), Some(2f64.powi(144)));
 }
 
 #[test]
@@ -61,7 +64,8 @@ fn text_output_names_the_formulas() {
     let out = tcpmax(&["calc", "--server-ports", "16", "--port-range", "32768-60999"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("451,712"), "{text}");
+    assert!(text.contains("16 server ports × 28,232 ports = 451,712"), "{text}");
+    assert!(text.contains("2^48 = 281,474,976,710,656"), "{text}");
     assert!(text.contains("65,535 myth"), "{text}");
     assert!(text.contains("IP_BIND_ADDRESS_NO_PORT"), "{text}");
 }

@@ -102,7 +102,15 @@ fn fixture_tree_gives_exact_numbers() {
     assert_eq!(report["ceiling"]["loopback"], 499_500);
     assert_eq!(report["binding"]["server"], "fs.file-max");
     assert_eq!(report["binding"]["client"], "net.ipv4.ip_local_port_range");
-    let memory = report["limits"].as_array().unwrap().iter().find(|l| l["name"] == "memory").unwrap();
+    let row = |name: &str| report["limits"].as_array().unwrap().iter().find(|l| l["name"] == name).unwrap();
+    assert_eq!(row("RLIMIT_NOFILE")["value"], serde_json::json!({ "soft": 1024, "hard": 4096 }));
+    assert_eq!(row("RLIMIT_NOFILE")["unit"], "descriptors");
+    assert_eq!(row("net.ipv4.ip_local_port_range")["value"], serde_json::json!({ "low": 10000, "high": 10999 }));
+    assert_eq!(row("fs.file-max")["value"], 1_000_000);
+    assert_eq!(row("fs.file-max")["unit"], "files");
+    let memory = row("memory");
+    assert_eq!(memory["value"]["total"], 16u64 << 30);
+    assert_eq!(memory["unit"], "bytes");
     // (14 GiB - 1.6 GiB) / 4,200 B.
     assert_eq!(memory["allows"]["server"], 3_170_094);
     assert_eq!(memory["allows"]["loopback"], 1_585_047);

@@ -29,10 +29,16 @@ use crate::units::group;
 /// The Linux default `net.ipv4.ip_local_port_range`.
 pub const DEFAULT_PORT_RANGE: PortRange = PortRange { lo: 32_768, hi: 60_999 };
 
-/// 2^48: connections one IPv4 listening socket can tell apart.
+/// 2^48: connections one IPv4 listening socket can tell apart, as the
+/// human text shows it.
 pub const THEORETICAL_IPV4: &str = "2^48 = 281,474,976,710,656";
-/// 2^144: connections one IPv6 listening socket can tell apart.
+/// 2^144: connections one IPv6 listening socket can tell apart, as the
+/// human text shows it.
 pub const THEORETICAL_IPV6: &str = "2^144 = 22,300,745,198,530,623,141,535,718,272,648,361,505,980,416";
+/// 2^32 client IPs × 2^16 client ports.
+pub const IPV4_EXPONENT: u32 = 48;
+/// 2^128 client IPs × 2^16 client ports.
+pub const IPV6_EXPONENT: u32 = 144;
 
 /// Arguments of `tcpmax calc`.
 #[derive(Debug, clap::Args)]
@@ -117,25 +123,57 @@ pub struct Topology {
 pub struct Quantity {
     /// Connections.
     pub connections: u128,
-    /// How it is computed, with the numbers.
-    pub formula: String,
+    /// How it is computed, over the result's own fields
+    /// (`inputs.client_ips × port_range.size`); the numbers are in those
+    /// fields, the human text writes them out.
+    pub formula: &'static str,
+}
+
+/// A power of two too large to write out in most JSON readers: 2^144 is
+/// above `u128`, so `connections` is a JSON number that is an integer when
+/// it fits in 64 bits and a float (exact for a power of two) otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Power {
+    /// `base^exponent` connections.
+    #[serde(serialize_with = "whole_number")]
+    pub connections: f64,
+    /// 2.
+    pub base: u32,
+    /// The exponent.
+    pub exponent: u32,
+}
+
+impl Power {
+    /// `2^exponent`.
+    pub fn of_two(exponent: u32) -> Power {
+        Power { connections: 2f64.powi(exponent as i32), base: 2, exponent }
+    }
+}
+
+/// Writes `v` as a JSON integer when it is a whole number below 2^64.
+fn whole_number<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && *v >= 0.0 && *v < 18_446_744_073_709_551_616.0 {
+        s.serialize_u64(*v as u64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 /// The port range used and its size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RangeInfo {
     /// The first port.
-    pub lo: u16,
+    pub low: u16,
     /// The last port.
-    pub hi: u16,
-    /// `hi - lo + 1`.
+    pub high: u16,
+    /// Ports in the range: `high - low + 1`.
     pub size: u64,
     /// Where it came from (`--port-range`, the sysctl file, or the default).
     pub source: String,
 }
 
 /// The result of `tcpmax calc`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Calc {
     /// The port range used.
     pub port_range: RangeInfo,
@@ -149,10 +187,10 @@ pub struct Calc {
     pub per_server_socket: Quantity,
     /// For the whole topology.
     pub total: Quantity,
-    /// What one IPv4 listening socket can tell apart.
-    pub theoretical_server_max_ipv4: String,
-    /// What one IPv6 listening socket can tell apart.
-    pub theoretical_server_max_ipv6: String,
+    /// What one IPv4 listening socket can tell apart: 2^48.
+    pub theoretical_server_max_ipv4: Power,
+    /// What one IPv6 listening socket can tell apart: 2^144.
+    pub theoretical_server_max_ipv6: Power,
     /// Remarks.
     pub notes: Vec<String>,
 }
@@ -177,32 +215,21 @@ pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
     let all =
         c.checked_mul(s).and_then(|v| v.checked_mul(p)).and_then(|v| v.checked_mul(range)).ok_or_else(too_large)?;
     let per_socket = c.checked_mul(range).ok_or_else(too_large)?;
-    let ports = format!("{} ports", group(range));
-    let product = format!(
-        "{} × {} × {} × {ports}",
-        plural(t.client_ips, "client IP"),
-        plural(t.server_ips, "server IP"),
-        plural(t.server_ports, "server port")
-    );
     Ok(Calc {
-        port_range: RangeInfo { lo: r.lo, hi: r.hi, size: r.size(), source: source.into() },
+        port_range: RangeInfo { low: r.lo, high: r.hi, size: r.size(), source: source.into() },
         inputs: *t,
-        per_pair: Quantity { connections: range, formula: format!("{} - {} + 1 = {ports}", r.hi, r.lo) },
-        per_client_host: Quantity { connections: all, formula: format!("{product} = {}", group(all)) },
-        per_server_socket: Quantity {
-            connections: per_socket,
-            formula: format!(
-                "{} × {ports} = {} from these clients",
-                plural(t.client_ips, "client IP"),
-                group(per_socket)
-            ),
-        },
-        total: Quantity { connections: all, formula: format!("{product} = {}", group(all)) },
-        theoretical_server_max_ipv4: THEORETICAL_IPV4.into(),
-        theoretical_server_max_ipv6: THEORETICAL_IPV6.into(),
+        per_pair: Quantity { connections: range, formula: "port_range.high - port_range.low + 1" },
+        per_client_host: Quantity { connections: all, formula: PRODUCT },
+        per_server_socket: Quantity { connections: per_socket, formula: "inputs.client_ips × port_range.size" },
+        total: Quantity { connections: all, formula: PRODUCT },
+        theoretical_server_max_ipv4: Power::of_two(IPV4_EXPONENT),
+        theoretical_server_max_ipv6: Power::of_two(IPV6_EXPONENT),
         notes: notes(),
     })
 }
+
+/// The formula of the whole topology.
+const PRODUCT: &str = "inputs.client_ips × inputs.server_ips × inputs.server_ports × port_range.size";
 
 fn notes() -> Vec<String> {
     vec![
@@ -241,28 +268,40 @@ pub fn resolve_range(arg: Option<&str>, fs: &ProcFs) -> Result<(PortRange, Strin
     }
 }
 
-/// The human text of a result.
+/// The human text of a result: the formulas written out with the numbers.
 pub fn render(c: &Calc) -> String {
     let r = &c.port_range;
-    let mut out = String::new();
-    let _ = writeln!(out, "Port range {}-{}: {} ports ({})", r.lo, r.hi, group(u128::from(r.size)), r.source);
-    let rows = [
-        ("per (client IP -> server IP:port)", &c.per_pair),
-        ("per client host", &c.per_client_host),
-        ("per server listening socket", &c.per_server_socket),
-        ("total for the topology", &c.total),
-    ];
-    let width = rows.iter().map(|(_, q)| group(q.connections).len()).max().unwrap_or(0);
-    out.push('\n');
-    for (label, q) in rows {
-        let n = group(q.connections);
-        let _ = writeln!(out, "  {label:<34} {n:>width$}  = {}", q.formula);
-    }
-    let _ = writeln!(
-        out,
-        "  {:<34} {}; IPv6 {}",
-        "one listening socket, in theory", c.theoretical_server_max_ipv4, c.theoretical_server_max_ipv6
+    let t = &c.inputs;
+    let ports = format!("{} ports", group(u128::from(r.size)));
+    let product = format!(
+        "{} × {} × {} × {ports}",
+        plural(t.client_ips, "client IP"),
+        plural(t.server_ips, "server IP"),
+        plural(t.server_ports, "server port")
     );
+    let mut out = String::new();
+    let _ = writeln!(out, "Port range {}-{}: {ports} ({})", r.low, r.high, r.source);
+    let rows = [
+        ("per (client IP -> server IP:port)", &c.per_pair, format!("{} - {} + 1 = {ports}", r.high, r.low)),
+        ("per client host", &c.per_client_host, format!("{product} = {}", group(c.per_client_host.connections))),
+        (
+            "per server listening socket",
+            &c.per_server_socket,
+            format!(
+                "{} × {ports} = {} from these clients",
+                plural(t.client_ips, "client IP"),
+                group(c.per_server_socket.connections)
+            ),
+        ),
+        ("total for the topology", &c.total, format!("{product} = {}", group(c.total.connections))),
+    ];
+    let width = rows.iter().map(|(_, q, _)| group(q.connections).len()).max().unwrap_or(0);
+    out.push('\n');
+    for (label, q, formula) in rows {
+        let n = group(q.connections);
+        let _ = writeln!(out, "  {label:<34} {n:>width$}  = {formula}");
+    }
+    let _ = writeln!(out, "  {:<34} {THEORETICAL_IPV4}; IPv6 {THEORETICAL_IPV6}", "one listening socket, in theory");
     out.push_str("\nNotes\n");
     for note in &c.notes {
         let _ = writeln!(out, "  {note}");

@@ -13,7 +13,8 @@ fn one_client_one_port() {
     assert_eq!(c.per_client_host.connections, 28_232);
     assert_eq!(c.per_server_socket.connections, 28_232);
     assert_eq!(c.total.connections, 28_232);
-    assert_eq!(c.per_pair.formula, "60999 - 32768 + 1 = 28,232 ports");
+    assert_eq!(c.per_pair.formula, "port_range.high - port_range.low + 1");
+    assert!(render(&c).contains("= 60999 - 32768 + 1 = 28,232 ports\n"), "{}", render(&c));
 }
 
 #[test]
@@ -22,7 +23,10 @@ fn sixteen_server_ports_from_one_client_ip() {
     assert_eq!(c.per_pair.connections, 28_232);
     assert_eq!(c.total.connections, 16 * 28_232);
     assert_eq!(c.total.connections, 451_712);
-    assert_eq!(c.total.formula, "1 client IP × 1 server IP × 16 server ports × 28,232 ports = 451,712");
+    assert_eq!(c.total.formula, "inputs.client_ips × inputs.server_ips × inputs.server_ports × port_range.size");
+    let text = render(&c);
+    assert!(text.contains("= 1 client IP × 1 server IP × 16 server ports × 28,232 ports = 451,712\n"), "{text}");
+    assert!(text.contains("= 1 client IP × 28,232 ports = 28,232 from these clients\n"), "{text}");
     assert_eq!(c.per_server_socket.connections, 28_232);
 }
 
@@ -64,6 +68,27 @@ fn bad_input_is_an_input_error() {
 fn theoretical_numbers() {
     assert!(THEORETICAL_IPV4.ends_with(&group(1u128 << 48)));
     assert_eq!(group(1u128 << 48), "281,474,976,710,656");
+    let c = calc(&topo(1, 1, 1, DEFAULT_PORT_RANGE), "test").unwrap();
+    let v4 = serde_json::to_value(c.theoretical_server_max_ipv4).unwrap();
+    assert_eq!(v4, serde_json::json!({ "connections": 281_474_976_710_656u64, "base": 2, "exponent": 48 }));
+    let v6 = serde_json::to_value(c.theoretical_server_max_ipv6).unwrap();
+    // 2^144 is above u128: a float, exact for a power of two.
+    assert_eq!(v6["connections"].as_f64(), Some(2f64.powi(144)));
+    assert_eq!((v6["base"].as_u64(), v6["exponent"].as_u64()), (Some(2), Some(144)));
+    // The human digits of 2^144, by doubling a decimal string.
+    let mut digits = vec![1u8];
+    for _ in 0..144 {
+        let mut carry = 0;
+        for d in digits.iter_mut() {
+            let v = *d * 2 + carry;
+            (*d, carry) = (v % 10, v / 10);
+        }
+        if carry > 0 {
+            digits.push(carry);
+        }
+    }
+    let plain: String = digits.iter().rev().map(|d| char::from(b'0' + d)).collect();
+    assert_eq!(THEORETICAL_IPV6.replace(',', ""), format!("2^144 = {plain}"));
 }
 
 #[test]

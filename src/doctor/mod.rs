@@ -134,13 +134,105 @@ impl<T: Clone> Roles<T> {
     }
 }
 
+/// What a limit's value counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// File descriptors of one fd table.
+    Descriptors,
+    /// Open files (file handles) of the whole system.
+    Files,
+    /// epoll watches (one per registered socket).
+    Watches,
+    /// Bytes.
+    Bytes,
+    /// Memory pages.
+    Pages,
+    /// A port number (not a count).
+    Port,
+    /// Connection tracking entries.
+    Entries,
+    /// Connections waiting in a queue.
+    Connections,
+    /// Sockets.
+    Sockets,
+    /// Seconds.
+    Seconds,
+    /// Threads (processes).
+    Threads,
+    /// Process ids.
+    Pids,
+}
+
+/// A limit's value as read, in its row's [`Unit`]. Serialized as a bare
+/// number or an object of numbers, never as formatted text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// One number.
+    Number(u64),
+    /// A resource limit pair; `None` (null) is unlimited.
+    SoftHard {
+        /// The soft limit.
+        soft: Option<u64>,
+        /// The hard limit.
+        hard: Option<u64>,
+    },
+    /// An inclusive range of port numbers.
+    Range {
+        /// The first port.
+        low: u64,
+        /// The last port.
+        high: u64,
+    },
+    /// `net.ipv4.tcp_mem`: the three thresholds.
+    Pressure {
+        /// Below it, no pressure.
+        low: u64,
+        /// Above it, buffers are moderated.
+        pressure: u64,
+        /// The most.
+        high: u64,
+    },
+    /// `net.ipv4.tcp_rmem` / `tcp_wmem`: per-socket buffer sizes.
+    Buffer {
+        /// The least a socket gets.
+        min: u64,
+        /// A new socket's size.
+        default: u64,
+        /// The most autotuning gives.
+        max: u64,
+    },
+    /// The machine's memory and what is left for sockets.
+    Memory(Memory),
+}
+
+/// The memory row's value, all in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    /// MemTotal.
+    pub total: u64,
+    /// MemAvailable.
+    pub available: u64,
+    /// MemFree.
+    pub free: u64,
+    /// Free for sockets: see [`crate::procfs::Meminfo::really_free`].
+    pub really_free: u64,
+    /// The safety margin kept: max(10% of total, 256 MiB).
+    pub margin: u64,
+    /// `really_free - margin`: what the sockets may take.
+    pub usable: u64,
+}
+
 /// One limit of the machine and what it allows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limit {
     /// The limit's name (`RLIMIT_NOFILE`, `fs.file-max`, `memory`, ...).
     pub name: String,
     /// The value as read; null when unknown.
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Value>,
+    /// What the value counts; null for a mode switch (`tcp_syncookies`).
+    pub unit: Option<Unit>,
     /// Connections allowed per role; null where it does not apply.
     pub allows: Roles<Option<u64>>,
     /// The roles whose ceiling this limit sets.
@@ -153,8 +245,8 @@ pub struct Limit {
 }
 
 impl Limit {
-    fn new(name: &str, value: Option<serde_json::Value>, allows: Roles<Option<u64>>, fix: &str) -> Limit {
-        Limit { name: name.into(), value, allows, binds: Vec::new(), fix: fix.into(), note: None }
+    fn new(name: &str, value: Option<Value>, unit: Option<Unit>, allows: Roles<Option<u64>>, fix: &str) -> Limit {
+        Limit { name: name.into(), value, unit, allows, binds: Vec::new(), fix: fix.into(), note: None }
     }
 
     fn with_note(mut self, note: impl Into<String>) -> Limit {
@@ -168,17 +260,33 @@ impl Limit {
     }
 }
 
+/// Where the kernel bytes per socket come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BytesSource {
+    /// Summed over the slab caches listed in `kernel_bytes_caches`.
+    Slab,
+    /// No `TCP` slab cache found: [`probe::DEFAULT_BYTES_PER_SOCKET`].
+    Default,
+}
+
 /// The doctor's report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    /// The predicted ceiling per role (null only when every row is unknown).
+    /// The predicted ceiling per role, in connections (null only when every
+    /// row is unknown).
     pub ceiling: Roles<Option<u64>>,
     /// The name of the limit that binds each role.
     pub binding: Roles<Option<String>>,
     /// Kernel bytes per idle IPv4 TCP socket.
     pub kernel_bytes_per_socket: u64,
-    /// The slab caches that gave it, or `default`.
-    pub kernel_bytes_source: String,
+    /// Whether it was summed over slab caches or is the default.
+    pub kernel_bytes_source: BytesSource,
+    /// The slab caches summed (empty for the default).
+    pub kernel_bytes_caches: Vec<probe::CacheCost>,
+    /// Bytes of one `TCPv6` object (used instead of `TCP` by IPv6 sockets),
+    /// when listed.
+    pub tcpv6_object_bytes: Option<u64>,
     /// Every limit read, in report order.
     pub limits: Vec<Limit>,
     /// Remarks on the whole report.
@@ -198,7 +306,9 @@ pub fn predict_report(p: &Probe) -> Report {
         ceiling,
         binding,
         kernel_bytes_per_socket: p.socket_cost.bytes,
-        kernel_bytes_source: p.socket_cost.source.clone(),
+        kernel_bytes_source: if p.socket_cost.caches.is_empty() { BytesSource::Default } else { BytesSource::Slab },
+        kernel_bytes_caches: p.socket_cost.caches.clone(),
+        tcpv6_object_bytes: p.tcpv6_bytes,
         notes: notes(p, &limits),
         limits,
     }

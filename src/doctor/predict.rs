@@ -2,7 +2,7 @@
 //! ceiling per role. The rules are documented on the `doctor` module.
 
 use super::probe::{CAP_SYS_ADMIN, CAP_SYS_RESOURCE, Probe, RLimit, Reading};
-use super::{Limit, Roles};
+use super::{Limit, Memory, Roles, Unit, Value};
 use crate::units::{group, human_bytes};
 
 /// Descriptors kept free in each fd table for the process itself.
@@ -22,18 +22,19 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
         info_u64(
             "net.ipv4.ip_unprivileged_port_start",
             &p.unprivileged_port_start,
+            Some(Unit::Port),
             "sysctl -w net.ipv4.ip_unprivileged_port_start=1024",
             "listening below this port needs CAP_NET_BIND_SERVICE; does not limit the count",
         ),
         conntrack(p),
         tcp_mem(p),
-        info_list(
+        buffer(
             "net.ipv4.tcp_rmem",
             &p.tcp_rmem,
             "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456\"",
             "receive buffer min/default/max bytes; an idle socket holds no buffer",
         ),
-        info_list(
+        buffer(
             "net.ipv4.tcp_wmem",
             &p.tcp_wmem,
             "sysctl -w net.ipv4.tcp_wmem=\"4096 16384 4194304\"",
@@ -42,36 +43,42 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
         info_u64(
             "net.core.somaxconn",
             &p.somaxconn,
+            Some(Unit::Connections),
             "sysctl -w net.core.somaxconn=65535",
             "caps the accept queue: limits the connection rate, not the count",
         ),
         info_u64(
             "net.ipv4.tcp_max_syn_backlog",
             &p.syn_backlog,
+            Some(Unit::Connections),
             "sysctl -w net.ipv4.tcp_max_syn_backlog=65535",
             "half-open connections waiting: limits the connection rate, not the count",
         ),
         info_u64(
             "net.ipv4.tcp_syncookies",
             &p.syncookies,
+            None,
             "sysctl -w net.ipv4.tcp_syncookies=1",
             "1 = cookies when the SYN queue overflows, so bursts are not dropped",
         ),
         info_u64(
             "net.ipv4.tcp_max_tw_buckets",
             &p.tw_buckets,
+            Some(Unit::Sockets),
             "sysctl -w net.ipv4.tcp_max_tw_buckets=262144",
             "sockets in TIME_WAIT beyond this are destroyed at once; matters for churn, not held connections",
         ),
         info_u64(
             "net.ipv4.tcp_tw_reuse",
             &p.tw_reuse,
+            None,
             "sysctl -w net.ipv4.tcp_tw_reuse=1",
             "1 lets outgoing connections reuse TIME_WAIT ports (2 = loopback only)",
         ),
         info_u64(
             "net.ipv4.tcp_fin_timeout",
             &p.fin_timeout,
+            Some(Unit::Seconds),
             "sysctl -w net.ipv4.tcp_fin_timeout=30",
             "seconds in FIN_WAIT_2; matters for churn, not held connections",
         ),
@@ -79,12 +86,14 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
         info_u64(
             "kernel.pid_max",
             &p.pid_max,
+            Some(Unit::Pids),
             "sysctl -w kernel.pid_max=4194304",
             "every thread takes a pid: bounds the shards (fd tables)",
         ),
         info_u64(
             "kernel.threads-max",
             &p.threads_max,
+            Some(Unit::Threads),
             "sysctl -w kernel.threads-max=N",
             "bounds the shards (one thread per fd table)",
         ),
@@ -115,8 +124,8 @@ pub fn max_shards(p: &Probe) -> u64 {
     [nproc, p.threads_max.clone().ok(), p.pid_max.clone().ok()].into_iter().flatten().min().unwrap_or(1).max(1)
 }
 
-fn unknown(name: &str, why: &str, fix: &str) -> Limit {
-    Limit::new(name, None, Roles::default(), fix).with_note(format!("unknown: {why}"))
+fn unknown(name: &str, unit: Option<Unit>, why: &str, fix: &str) -> Limit {
+    Limit::new(name, None, unit, Roles::default(), fix).with_note(format!("unknown: {why}"))
 }
 
 fn same(v: u64) -> Roles<Option<u64>> {
@@ -129,10 +138,11 @@ fn fmt_limit(v: Option<u64>) -> String {
 
 fn nofile(p: &Probe) -> Limit {
     const NAME: &str = "RLIMIT_NOFILE";
+    const UNIT: Option<Unit> = Some(Unit::Descriptors);
     let fix = "ulimit -n N; LimitNOFILE=N in a systemd unit; `* soft nofile N` in limits.conf";
     let r = match &p.nofile {
         Ok(r) => *r,
-        Err(why) => return unknown(NAME, why, fix),
+        Err(why) => return unknown(NAME, UNIT, why, fix),
     };
     let RLimit { soft, hard } = r;
     let nr_open = p.nr_open.clone().ok();
@@ -140,7 +150,6 @@ fn nofile(p: &Probe) -> Limit {
     let per_shard = usable_max.saturating_sub(FD_HEADROOM);
     let shards = max_shards(p);
     let total = per_shard.saturating_mul(shards);
-    let value = format!("{} soft / {} hard", fmt_limit(soft), fmt_limit(hard));
     let mut note = format!(
         "per fd table, not per machine: tcpmax raises soft to hard and shards over {} fd tables (threads) of {} usable descriptors ({} headroom)",
         group(shards),
@@ -160,13 +169,14 @@ fn nofile(p: &Probe) -> Limit {
             ));
         }
     }
-    Limit::new(NAME, Some(value.into()), same(total), &fix).with_note(note)
+    Limit::new(NAME, Some(Value::SoftHard { soft, hard }), UNIT, same(total), &fix).with_note(note)
 }
 
 fn nr_open(p: &Probe) -> Limit {
     info_u64(
         "fs.nr_open",
         &p.nr_open,
+        Some(Unit::Descriptors),
         "sysctl -w fs.nr_open=N",
         "the highest RLIMIT_NOFILE hard limit the kernel accepts",
     )
@@ -174,11 +184,12 @@ fn nr_open(p: &Probe) -> Limit {
 
 fn file_max(p: &Probe) -> Limit {
     const NAME: &str = "fs.file-max";
+    const UNIT: Option<Unit> = Some(Unit::Files);
     let used = p.file_nr.clone().unwrap_or(0);
     let fix = &sysctl_fix(NAME, memory_sockets(p).map(|s| s.saturating_add(used)));
     let max = match &p.file_max {
         Ok(v) => *v,
-        Err(why) => return unknown(NAME, why, fix),
+        Err(why) => return unknown(NAME, UNIT, why, fix),
     };
     let free = max.saturating_sub(used);
     let mut note = format!("system-wide open files; {} in use (fs.file-nr)", group(used));
@@ -191,10 +202,10 @@ fn file_max(p: &Probe) -> Limit {
             group(free),
             group(free / 2)
         ));
-        return Limit::new(NAME, Some(max.into()), Roles::default(), fix).with_note(note);
+        return Limit::new(NAME, Some(Value::Number(max)), UNIT, Roles::default(), fix).with_note(note);
     }
     note.push_str("; processes with CAP_SYS_ADMIN are exempt");
-    Limit::new(NAME, Some(max.into()), same(free), fix).with_note(note)
+    Limit::new(NAME, Some(Value::Number(max)), UNIT, same(free), fix).with_note(note)
 }
 
 /// The sockets memory allows, when known: the value the sysctl fixes aim at
@@ -213,11 +224,12 @@ fn sysctl_fix(name: &str, target: Option<u64>) -> String {
 
 fn epoll(p: &Probe) -> Limit {
     const NAME: &str = "fs.epoll.max_user_watches";
+    const UNIT: Option<Unit> = Some(Unit::Watches);
     let fix = &sysctl_fix(NAME, memory_sockets(p));
     match &p.epoll_watches {
-        Ok(v) => Limit::new(NAME, Some((*v).into()), same(*v), fix)
+        Ok(v) => Limit::new(NAME, Some(Value::Number(*v)), UNIT, same(*v), fix)
             .with_note("per user: one watch per socket registered in epoll, over all processes; the fix sets it to the sockets memory allows"),
-        Err(why) => unknown(NAME, why, fix),
+        Err(why) => unknown(NAME, UNIT, why, fix),
     }
 }
 
@@ -228,16 +240,24 @@ pub fn margin(total: u64) -> u64 {
 
 fn memory(p: &Probe) -> Limit {
     const NAME: &str = "memory";
+    const UNIT: Option<Unit> = Some(Unit::Bytes);
     const FIX: &str =
         "add memory or run more machines behind a load balancer; see `tcpmax bench` for the measured cost";
     let m = match &p.meminfo {
         Ok(m) => *m,
-        Err(why) => return unknown(NAME, why, FIX),
+        Err(why) => return unknown(NAME, UNIT, why, FIX),
     };
     let bytes = p.socket_cost.bytes.max(1);
     let usable = m.really_free().saturating_sub(margin(m.total));
     let sockets = usable / bytes;
-    let value = format!("{} total", human_bytes(m.total));
+    let value = Value::Memory(Memory {
+        total: m.total,
+        available: m.available,
+        free: m.free,
+        really_free: m.really_free(),
+        margin: margin(m.total),
+        usable,
+    });
     let note = format!(
         "MemAvailable {}, MemFree {}; {} really free - {} margin = {}, at {} B per idle socket",
         human_bytes(m.available),
@@ -247,7 +267,7 @@ fn memory(p: &Probe) -> Limit {
         human_bytes(usable),
         group(bytes)
     );
-    Limit::new(NAME, Some(value.into()), same(sockets), FIX).with_note(note)
+    Limit::new(NAME, Some(value), UNIT, same(sockets), FIX).with_note(note)
 }
 
 /// Ports of `lo..=hi` minus the reserved ports inside it.
@@ -274,10 +294,11 @@ pub fn usable_ports(lo: u64, hi: u64, reserved: &[(u64, u64)]) -> u64 {
 
 fn ports(p: &Probe) -> Limit {
     const NAME: &str = "net.ipv4.ip_local_port_range";
+    const UNIT: Option<Unit> = Some(Unit::Port);
     const FIX: &str = "sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"; more source IPs or destination ports";
     let (lo, hi) = match &p.port_range {
         Ok(r) => *r,
-        Err(why) => return unknown(NAME, why, FIX),
+        Err(why) => return unknown(NAME, UNIT, why, FIX),
     };
     let (reserved, reserved_note) = match &p.reserved_ports {
         Ok(r) => (r.clone(), String::new()),
@@ -292,39 +313,44 @@ fn ports(p: &Probe) -> Limit {
         group(n)
     );
     let allows = Roles { server: None, client: Some(n), loopback: None };
-    Limit::new(NAME, Some(format!("{lo} {hi}").into()), allows, FIX).with_note(note)
+    Limit::new(NAME, Some(Value::Range { low: lo, high: hi }), UNIT, allows, FIX).with_note(note)
 }
 
 fn conntrack(p: &Probe) -> Limit {
     const NAME: &str = "net.netfilter.nf_conntrack_max";
+    const UNIT: Option<Unit> = Some(Unit::Entries);
     let fix = &sysctl_fix(NAME, memory_sockets(p));
     let Ok(count) = &p.conntrack_count else {
-        let value = p.conntrack_max.clone().ok().map(Into::into);
-        return Limit::new(NAME, value, Roles::default(), fix).with_note("connection tracking not loaded: no cap");
+        let value = p.conntrack_max.clone().ok().map(Value::Number);
+        return Limit::new(NAME, value, UNIT, Roles::default(), fix)
+            .with_note("connection tracking not loaded: no cap");
     };
     let max = match &p.conntrack_max {
         Ok(v) => *v,
-        Err(why) => return unknown(NAME, why, fix),
+        Err(why) => return unknown(NAME, UNIT, why, fix),
     };
     if *count == 0 {
         let note = format!(
             "module loaded but nothing tracked now (nf_conntrack_count 0): no cap; once rules track connections it caps each role at {}",
             group(max)
         );
-        return Limit::new(NAME, Some(max.into()), Roles::default(), fix).with_note(note);
+        return Limit::new(NAME, Some(Value::Number(max)), UNIT, Roles::default(), fix).with_note(note);
     }
     let allows = Roles { server: Some(max), client: Some(max), loopback: Some(max) };
     let note = format!("tracking active ({} entries now): one entry per connection, loopback included", group(*count));
-    Limit::new(NAME, Some(max.into()), allows, fix).with_note(note)
+    Limit::new(NAME, Some(Value::Number(max)), UNIT, allows, fix).with_note(note)
 }
 
 fn tcp_mem(p: &Probe) -> Limit {
-    info_list(
-        "net.ipv4.tcp_mem",
-        &p.tcp_mem,
-        "sysctl -w net.ipv4.tcp_mem=\"LOW PRESSURE HIGH\" (pages)",
-        "pages of buffer memory in flight over all TCP sockets, not idle sockets",
-    )
+    const NAME: &str = "net.ipv4.tcp_mem";
+    const FIX: &str = "sysctl -w net.ipv4.tcp_mem=\"LOW PRESSURE HIGH\" (pages)";
+    match p.tcp_mem.as_ref().map_err(Clone::clone).and_then(|v| three(v)) {
+        Ok([low, pressure, high]) => {
+            Limit::new(NAME, Some(Value::Pressure { low, pressure, high }), Some(Unit::Pages), Roles::default(), FIX)
+                .with_note("pages of buffer memory in flight over all TCP sockets, not idle sockets")
+        }
+        Err(why) => unknown(NAME, Some(Unit::Pages), &why, FIX),
+    }
 }
 
 fn nproc(p: &Probe) -> Limit {
@@ -332,30 +358,36 @@ fn nproc(p: &Probe) -> Limit {
     const FIX: &str = "ulimit -u N; or LimitNPROC=N in the systemd unit";
     match &p.nproc {
         Ok(r) => {
-            let value = format!("{} soft / {} hard", fmt_limit(r.soft), fmt_limit(r.hard));
+            let value = Value::SoftHard { soft: r.soft, hard: r.hard };
             let note = format!(
                 "threads per user: with threads-max and pid_max bounds the shards, here {}",
                 group(max_shards(p))
             );
-            Limit::new(NAME, Some(value.into()), Roles::default(), FIX).with_note(note)
+            Limit::new(NAME, Some(value), Some(Unit::Threads), Roles::default(), FIX).with_note(note)
         }
-        Err(why) => unknown(NAME, why, FIX),
+        Err(why) => unknown(NAME, Some(Unit::Threads), why, FIX),
     }
 }
 
-fn info_u64(name: &str, r: &Reading<u64>, fix: &str, note: &str) -> Limit {
+fn info_u64(name: &str, r: &Reading<u64>, unit: Option<Unit>, fix: &str, note: &str) -> Limit {
     match r {
-        Ok(v) => Limit::new(name, Some((*v).into()), Roles::default(), fix).with_note(note),
-        Err(why) => unknown(name, why, fix),
+        Ok(v) => Limit::new(name, Some(Value::Number(*v)), unit, Roles::default(), fix).with_note(note),
+        Err(why) => unknown(name, unit, why, fix),
     }
 }
 
-fn info_list(name: &str, r: &Reading<Vec<u64>>, fix: &str, note: &str) -> Limit {
-    match r {
-        Ok(v) => {
-            let text: Vec<String> = v.iter().map(u64::to_string).collect();
-            Limit::new(name, Some(text.join(" ").into()), Roles::default(), fix).with_note(note)
+/// A `tcp_rmem`/`tcp_wmem` row: min, default and max bytes.
+fn buffer(name: &str, r: &Reading<Vec<u64>>, fix: &str, note: &str) -> Limit {
+    let unit = Some(Unit::Bytes);
+    match r.as_ref().map_err(Clone::clone).and_then(|v| three(v)) {
+        Ok([min, default, max]) => {
+            Limit::new(name, Some(Value::Buffer { min, default, max }), unit, Roles::default(), fix).with_note(note)
         }
-        Err(why) => unknown(name, why, fix),
+        Err(why) => unknown(name, unit, &why, fix),
     }
+}
+
+/// The three values of a sysctl that has three.
+fn three(v: &[u64]) -> Result<[u64; 3], String> {
+    <[u64; 3]>::try_from(v).map_err(|_| format!("expected three integers, found {v:?}"))
 }

@@ -42,8 +42,21 @@ pub struct RLimit {
 pub struct SocketCost {
     /// Bytes per socket.
     pub bytes: u64,
-    /// Which caches were read, or `default`.
-    pub source: String,
+    /// The caches summed; empty when no `TCP` cache was found and the
+    /// whole estimate is [`DEFAULT_BYTES_PER_SOCKET`].
+    pub caches: Vec<CacheCost>,
+}
+
+/// One slab cache's share of an idle socket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheCost {
+    /// The cache's name (`TCP`, `filp`, ...).
+    pub name: &'static str,
+    /// Bytes of one object, its share of the slab page included.
+    pub bytes: u64,
+    /// Where the size came from: `slabinfo` (`proc/slabinfo`),
+    /// `sys/kernel/slab` (a merged cache) or `default`.
+    pub source: &'static str,
 }
 
 /// Everything `doctor` reads, raw.
@@ -251,18 +264,18 @@ fn socket_cost(fs: &ProcFs) -> (SocketCost, Option<u64>) {
     };
     let tcpv6 = lookup("TCPv6").map(|(s, _)| s);
     if lookup("TCP").is_none() {
-        let cost = SocketCost { bytes: DEFAULT_BYTES_PER_SOCKET, source: "default".into() };
+        let cost = SocketCost { bytes: DEFAULT_BYTES_PER_SOCKET, caches: Vec::new() };
         return (cost, tcpv6);
     }
-    let mut bytes = 0u64;
-    let mut parts = Vec::new();
-    for (name, default) in SOCKET_CACHES {
-        let (size, from) = lookup(name).unwrap_or((default, "default"));
-        bytes = bytes.saturating_add(size);
-        parts.push(format!("{name} {size} ({from})"));
-    }
-    let source = parts.join(" + ");
-    (SocketCost { bytes, source }, tcpv6)
+    let caches: Vec<CacheCost> = SOCKET_CACHES
+        .iter()
+        .map(|&(name, default)| {
+            let (bytes, source) = lookup(name).unwrap_or((default, "default"));
+            CacheCost { name, bytes, source }
+        })
+        .collect();
+    let bytes = caches.iter().fold(0u64, |sum, c| sum.saturating_add(c.bytes));
+    (SocketCost { bytes, caches }, tcpv6)
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::io::{self, Write};
 
 use anyhow::Context;
 
-use super::{Limit, Report, Role};
-use crate::units::group;
+use super::{Limit, Report, Role, Value};
+use crate::units::{group, human_bytes};
 
 /// Prints the report on stdout.
 pub fn print(report: &Report) -> anyhow::Result<()> {
@@ -27,12 +27,14 @@ pub fn render(report: &Report) -> String {
         };
         let _ = writeln!(out, "  {:<9} {line}", role.name());
     }
-    let _ = writeln!(
-        out,
-        "\nKernel memory per idle socket: {} B ({})",
-        group(report.kernel_bytes_per_socket),
-        report.kernel_bytes_source
-    );
+    let source = if report.kernel_bytes_caches.is_empty() {
+        "default".to_string()
+    } else {
+        let parts: Vec<String> =
+            report.kernel_bytes_caches.iter().map(|c| format!("{} {} ({})", c.name, c.bytes, c.source)).collect();
+        parts.join(" + ")
+    };
+    let _ = writeln!(out, "\nKernel memory per idle socket: {} B ({source})", group(report.kernel_bytes_per_socket));
     out.push_str("\nNotes\n");
     for l in report.limits.iter() {
         if let Some(note) = &l.note {
@@ -47,17 +49,25 @@ pub fn render(report: &Report) -> String {
 
 fn cells(l: &Limit) -> [String; 6] {
     let mark = if l.binds.is_empty() { "" } else { " *" };
-    let value = match &l.value {
-        None => "unknown".to_string(),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.as_u64().map_or_else(|| n.to_string(), group),
-        Some(v) => v.to_string(),
-    };
+    let value = l.value.as_ref().map_or_else(|| "unknown".to_string(), value_text);
     let allow = |role: Role| {
         let v = l.allows.get(role).map_or_else(|| "-".to_string(), group);
         if l.binds.contains(&role) { format!("*{v}") } else { v }
     };
     [format!("{}{mark}", l.name), value, allow(Role::Server), allow(Role::Client), allow(Role::Loopback), l.fix.clone()]
+}
+
+/// A value as the table shows it: grouped digits, sizes in binary units.
+fn value_text(v: &Value) -> String {
+    let limit = |v: &Option<u64>| v.map_or_else(|| "unlimited".to_string(), group);
+    match v {
+        Value::Number(n) => group(*n),
+        Value::SoftHard { soft, hard } => format!("{} soft / {} hard", limit(soft), limit(hard)),
+        Value::Range { low, high } => format!("{low} {high}"),
+        Value::Pressure { low, pressure, high } => format!("{low} {pressure} {high}"),
+        Value::Buffer { min, default, max } => format!("{min} {default} {max}"),
+        Value::Memory(m) => format!("{} total", human_bytes(m.total)),
+    }
 }
 
 fn table(limits: &[Limit]) -> String {

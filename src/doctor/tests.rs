@@ -114,7 +114,10 @@ fn standard_fixture_arithmetic() {
     // Slab-page shares: TCP 8x4096/13 = 2520, sock_inode_cache 4x4096/19 = 862,
     // filp 200, dentry 200, eventpoll_epi 128, eventpoll_pwq 4096/56 = 73.
     assert_eq!(r.kernel_bytes_per_socket, 3_983);
-    assert!(r.kernel_bytes_source.contains("TCP 2520 (slabinfo)"));
+    assert_eq!(r.kernel_bytes_source, BytesSource::Slab);
+    assert_eq!(r.kernel_bytes_caches[0], probe::CacheCost { name: "TCP", bytes: 2520, source: "slabinfo" });
+    assert_eq!(r.kernel_bytes_caches.iter().map(|c| c.bytes).sum::<u64>(), 3_983);
+    assert_eq!(r.tcpv6_object_bytes, Some(2520));
     // (4096 - 64) per table x min(2000, 100000, 4194304) tables.
     assert_eq!(row(&r, "RLIMIT_NOFILE").allows, roles(8_064_000, 8_064_000, 4_032_000));
     // 1,000,000 - 1,000 in use.
@@ -189,7 +192,8 @@ fn default_bytes_without_slab_information() {
     f.remove("proc/slabinfo");
     let r = f.report();
     assert_eq!(r.kernel_bytes_per_socket, probe::DEFAULT_BYTES_PER_SOCKET);
-    assert_eq!(r.kernel_bytes_source, "default");
+    assert_eq!(r.kernel_bytes_source, BytesSource::Default);
+    assert!(r.kernel_bytes_caches.is_empty());
     assert_eq!(row(&r, "memory").allows, roles(3_170_094, 3_170_094, 1_585_047));
 }
 
@@ -201,8 +205,11 @@ fn merged_caches_come_from_sys_kernel_slab() {
     let r = f.report();
     // TCP 2520 (8 pages / 13) + filp 200 + defaults 832 + 192 + 128 + 64.
     assert_eq!(r.kernel_bytes_per_socket, 2520 + 200 + 832 + 192 + 128 + 64);
-    assert!(r.kernel_bytes_source.contains("filp 200 (sys/kernel/slab)"));
-    assert!(r.kernel_bytes_source.contains("dentry 192 (default)"));
+    let cache = |name| r.kernel_bytes_caches.iter().find(|c| c.name == name).unwrap();
+    assert_eq!((cache("filp").bytes, cache("filp").source), (200, "sys/kernel/slab"));
+    assert_eq!((cache("dentry").bytes, cache("dentry").source), (192, "default"));
+    let text = render::render(&r);
+    assert!(text.contains("filp 200 (sys/kernel/slab) + dentry 192 (default)"), "{text}");
 }
 
 #[test]
@@ -210,7 +217,7 @@ fn empty_root_is_unknown_not_a_panic() {
     let r = Fixture::empty().report();
     assert_eq!(r.ceiling, Roles::default());
     assert_eq!(r.binding, Roles::default());
-    assert_eq!(r.kernel_bytes_source, "default");
+    assert_eq!(r.kernel_bytes_source, BytesSource::Default);
     let memory = row(&r, "memory");
     assert!(memory.is_unknown());
     assert!(memory.note.as_deref().unwrap().starts_with("unknown: "));
@@ -257,6 +264,52 @@ fn unlimited_hard_limit_counts_as_nr_open() {
     // (1048576 - 64) x min(threads-max 100000, pid_max 4194304).
     let total = (1_048_576 - 64) * 100_000;
     assert_eq!(row(&r, "RLIMIT_NOFILE").allows, roles(total, total, total / 2));
+}
+
+#[test]
+fn values_are_numbers_with_units() {
+    let r = Fixture::standard().report();
+    let nofile = row(&r, "RLIMIT_NOFILE");
+    assert_eq!(nofile.value, Some(Value::SoftHard { soft: Some(1024), hard: Some(4096) }));
+    assert_eq!(nofile.unit, Some(Unit::Descriptors));
+    let ports = row(&r, "net.ipv4.ip_local_port_range");
+    assert_eq!(ports.value, Some(Value::Range { low: 10_000, high: 10_999 }));
+    assert_eq!(row(&r, "net.ipv4.tcp_mem").value, Some(Value::Pressure { low: 100, pressure: 200, high: 300 }));
+    assert_eq!(row(&r, "net.ipv4.tcp_mem").unit, Some(Unit::Pages));
+    let rmem = row(&r, "net.ipv4.tcp_rmem");
+    assert_eq!(rmem.value, Some(Value::Buffer { min: 4096, default: 131_072, max: 6_291_456 }));
+    assert_eq!(row(&r, "net.ipv4.tcp_syncookies").unit, None);
+    let Some(Value::Memory(m)) = row(&r, "memory").value else { panic!("memory value") };
+    assert_eq!((m.total, m.free, m.really_free), (16 << 30, 12 << 30, 14 << 30));
+    assert_eq!(m.usable, m.really_free - m.margin);
+    assert_eq!(row(&r, "memory").unit, Some(Unit::Bytes));
+
+    let json = serde_json::to_value(&r).unwrap();
+    let nofile = &json["limits"][0];
+    assert_eq!(nofile["value"], serde_json::json!({ "soft": 1024, "hard": 4096 }));
+    assert_eq!(nofile["unit"], "descriptors");
+
+    // The table keeps the human forms.
+    let text = render::render(&r);
+    assert!(text.contains("1,024 soft / 4,096 hard"), "{text}");
+    assert!(text.contains("16.0 GiB total"), "{text}");
+    assert!(text.contains("10000 10999"), "{text}");
+    assert!(text.contains("100 200 300"), "{text}");
+}
+
+#[test]
+fn unlimited_is_null_and_odd_sysctls_are_unknown() {
+    let f = Fixture::standard();
+    f.write("proc/self/limits", "Max processes unlimited unlimited processes\nMax open files 1024 unlimited files\n");
+    f.sysctl("net.ipv4.tcp_mem", "100 200");
+    let r = f.report();
+    assert_eq!(row(&r, "RLIMIT_NOFILE").value, Some(Value::SoftHard { soft: Some(1024), hard: None }));
+    let json = serde_json::to_value(row(&r, "RLIMIT_NPROC")).unwrap();
+    assert_eq!(json["value"], serde_json::json!({ "soft": null, "hard": null }));
+    assert!(render::render(&r).contains("unlimited soft / unlimited hard"));
+    let mem = row(&r, "net.ipv4.tcp_mem");
+    assert!(mem.is_unknown());
+    assert!(mem.note.as_deref().unwrap().contains("expected three integers"), "{:?}", mem.note);
 }
 
 #[test]

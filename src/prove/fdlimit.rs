@@ -3,6 +3,7 @@
 //! its own limit, meets EMFILE, then holds more connections than the limit
 //! on the engine's shards, and reports in one JSON line.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -51,8 +52,8 @@ pub struct ChildReport {
     pub client_shards: usize,
     /// Server shards (fd tables).
     pub server_shards: usize,
-    /// Client connect failures by errno.
-    pub client_errors: String,
+    /// Client connect failures: count by errno name.
+    pub client_errors: BTreeMap<String, u64>,
 }
 
 /// Descriptors below `limit` open in this process now.
@@ -128,7 +129,7 @@ pub fn child(n: u64) -> anyhow::Result<ExitCode> {
         server_open: open,
         client_shards: client.shards(),
         server_shards: server.shards(),
-        client_errors: t.errors.summary(),
+        client_errors: t.errors.ranked().into_iter().map(|(name, n)| (name.to_string(), n)).collect(),
     };
     drop(client);
     drop(server);

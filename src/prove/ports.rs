@@ -128,13 +128,13 @@ fn per_socket_range(w: &Window) -> Result<Narrow, String> {
 
 fn window_json(w: &Window, narrow: Narrow) -> serde_json::Value {
     json!({
-        "lo": w.lo,
-        "hi": w.hi,
+        "low": w.lo,
+        "high": w.hi,
         "size": w.size(),
         "how": if narrow == Narrow::PerSocket { "IP_LOCAL_PORT_RANGE" } else { "net.ipv4.ip_local_port_range" },
         "reserved": w.reserved,
         "in_use_before": w.in_use,
-        "expected": if w.expected_min() == w.expected_max() { json!(w.expected_min()) } else { json!([w.expected_min(), w.expected_max()]) },
+        "expected": { "min": w.expected_min(), "max": w.expected_max() },
     })
 }
 
