@@ -15,13 +15,12 @@ use serde_json::json;
 use tcpmax::engine::client::{Client, ClientConfig, CloseMode, cross};
 use tcpmax::engine::sizing;
 use tcpmax::machine::{self, Machine};
-use tcpmax::sys::process;
 use util::ServeChild;
 
 fn main() -> Result<(), String> {
     let count = util::arg("--count").map_or(Ok(500_000), |c| tcpmax::units::parse_count(&c))?;
     let out = util::arg("--json").unwrap_or_else(|| "serve_hold.json".into());
-    let nofile = process::raise_nofile().map_err(|e| e.to_string())?;
+    let nofile = machine::raise_nofile().map_err(|e| e.to_string())?;
     let plan = sizing::plan(count, nofile.soft, sizing::cores());
 
     let server = ServeChild::start(&["--mode", "echo", "--max-conns", &count.to_string()])?;

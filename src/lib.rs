@@ -44,7 +44,7 @@ pub mod procfs;
 pub mod prove;
 pub mod serve;
 #[allow(unsafe_code)]
-pub mod sys;
+pub(crate) mod sys;
 #[cfg(test)]
 mod testing;
 pub mod units;

@@ -82,6 +82,23 @@ fn format_utc(t: std::time::SystemTime) -> String {
 }
 
 /// Anonymous resident memory of process `pid` (`RssAnon`), in bytes.
+pub use crate::sys::process::Rlimit;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one (no privilege needed)
+/// and returns what the kernel kept: descriptors per fd table.
+pub fn raise_nofile() -> std::io::Result<Rlimit> {
+    process::raise_nofile()
+}
+
+/// Lowers this process's soft `RLIMIT_NOFILE` to `soft` (tests and
+/// experiments that prove a claim on a limit of their own).
+pub fn lower_nofile(soft: u64) -> std::io::Result<Rlimit> {
+    let l = process::getrlimit(Resource::NoFile)?;
+    process::setrlimit(Resource::NoFile, Rlimit { soft: soft.min(l.soft), hard: l.hard })?;
+    process::getrlimit(Resource::NoFile)
+}
+
+/// Anonymous resident memory of process `pid`, in bytes.
 pub fn rss_anon(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("RssAnon:"))?;

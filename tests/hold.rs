@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use tcpmax::engine::client::{Client, ClientConfig, CloseMode, cross};
 use tcpmax::engine::sizing;
 use tcpmax::serve::{Mode, Server, ServerConfig};
-use tcpmax::sys::process;
 
 fn server(shards: usize, mode: Mode) -> Server {
     Server::start(&ServerConfig {
@@ -41,7 +40,7 @@ fn sources(n: u8) -> Vec<IpAddr> {
 }
 
 fn hold(count: u64, ping_rate: f64) {
-    let nofile = process::raise_nofile().unwrap();
+    let nofile = tcpmax::machine::raise_nofile().unwrap();
     let cores = sizing::cores();
     // Both pools start with one shard per core and grow as they fill.
     let mut srv = server(cores, Mode::Echo);

@@ -53,7 +53,10 @@ fn holds_30k_against_serve_with_pings() {
 fn loads_a_plain_listener_that_is_not_tcpmax() {
     // A plain blocking std listener (backlog 4096, so the kernel queues what
     // the accept loop has not taken yet).
-    let listener = tcpmax::sys::net::std_listener(&"127.0.0.1:0".parse().unwrap(), 4096).unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.listen(4096).unwrap();
+    let listener: TcpListener = sock.into();
     let addr = listener.local_addr().unwrap();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let server = std::thread::spawn(move || {

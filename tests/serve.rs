@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Instant;
 
@@ -192,7 +191,7 @@ fn hostile_peers_leave_no_descriptor_behind() {
     for _ in 0..50 {
         let mut c = TcpStream::connect(srv.addr).unwrap();
         c.write_all(b"x").ok();
-        tcpmax::sys::net::set_linger_zero(c.as_raw_fd()).unwrap();
+        socket2::SockRef::from(&c).set_linger(Some(std::time::Duration::ZERO)).unwrap();
     }
     // A flood of connect-then-close.
     for _ in 0..2000 {

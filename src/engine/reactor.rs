@@ -21,6 +21,8 @@ use crate::sys::errno_of;
 
 /// Events taken from the kernel per `epoll_wait`.
 const EVENTS: usize = 256;
+/// Batches of pending events taken in at the stop, at most.
+const DRAIN_ROUNDS: usize = 16;
 
 /// What a handler needs after a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,20 @@ pub fn run<H: Handler>(ctl: &ShardCtl, epoll: &Epoll, handler: &mut H) {
         turn = handler.on_turn(epoll, Instant::now());
         ctl.publish(handler.stats());
         handler.publish_extra(ctl);
+    }
+    // Take in what is pending at the stop (resets, closes, connects that
+    // completed), bounded, so the last counters describe one moment.
+    for _ in 0..DRAIN_ROUNDS {
+        let n = epoll.wait(&mut events, 0).unwrap_or(0);
+        for ev in &events[..n] {
+            match Token::decode(epoll::token(ev)) {
+                Token::Bell => ctl.drain_bell(),
+                token => handler.on_ready(epoll, token, epoll::flags(ev)),
+            }
+        }
+        if n < events.len() {
+            break;
+        }
     }
     handler.on_stop(epoll);
     ctl.publish(handler.stats());

@@ -137,6 +137,7 @@ pub fn take_error(fd: RawFd) -> io::Result<i32> {
 
 /// Reads the descriptor's status flags (`O_NONBLOCK`) and descriptor flags
 /// (`FD_CLOEXEC`), for tests that check sockets are created right.
+#[cfg(test)]
 pub fn fd_flags(fd: RawFd) -> io::Result<(bool, bool)> {
     let fl = syscall!(fcntl(fd, libc::F_GETFL))?;
     let fdfl = syscall!(fcntl(fd, libc::F_GETFD))?;
@@ -291,12 +292,6 @@ pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<Io> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// shutdown(SHUT_WR): send FIN, keep reading.
-pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
-    syscall!(shutdown(fd, libc::SHUT_WR))?;
-    Ok(())
 }
 
 /// recvfrom(2) on a non-blocking UDP socket; `None` on EAGAIN.

@@ -21,6 +21,7 @@ pub enum Resource {
     /// RLIMIT_NOFILE: descriptors per fd table.
     NoFile,
     /// RLIMIT_NPROC: tasks per user.
+    #[allow(dead_code)] // read by the shard bound when it lands
     NProc,
 }
 
@@ -91,17 +92,6 @@ fn close_range(first: u32, last: u32) -> io::Result<()> {
     if res == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// The number of descriptors open in the calling thread's fd table.
-pub fn open_fds_of_thread() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/thread-self/fd")?.count())
-}
-
-/// The kernel thread id of the caller.
-pub fn gettid() -> i32 {
-    // SAFETY: gettid has no arguments and cannot fail.
-    unsafe { libc::gettid() }
-}
-
 fn sigset(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain old data; sigemptyset initialises it below.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -135,13 +125,6 @@ pub fn wait_signal(signals: &[i32], timeout: Duration) -> io::Result<Option<i32>
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Sends `sig` to this process (tests and self-stop).
-pub fn raise_to_self(sig: i32) -> io::Result<()> {
-    // SAFETY: kill on our own pid with a valid signal number.
-    syscall!(kill(libc::getpid(), sig))?;
-    Ok(())
 }
 
 /// SIGINT.
