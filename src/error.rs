@@ -13,8 +13,8 @@ pub enum Error {
     Input(String),
 
     /// A plan the machine cannot carry out, refused before any socket opened.
-    /// Exit code 2.
-    #[error("{reason}\n  fix: {fix}")]
+    /// Exit code 2. One line: the cause, then the fix.
+    #[error("{reason}; fix: {fix}")]
     Refused {
         /// The arithmetic that fails.
         reason: String,

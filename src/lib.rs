@@ -25,7 +25,7 @@
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
 //! | [`serve`] | the server that holds connections, on the engine |
-//! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
+//! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |

@@ -4,9 +4,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 fn main() -> ExitCode {
-    let cli = tcpmax::cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match tcpmax::cli::Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        // --help, --version, and the help shown for a bare `tcpmax`.
+        Err(e) if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            eprintln!("tcpmax: error: {}", tcpmax::cli::usage_error(&e, &argv));
+            return ExitCode::from(2);
+        }
+    };
     match tcpmax::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

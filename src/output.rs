@@ -1,12 +1,14 @@
 //! Where reports go: `--json FILE` or `-` for stdout, and the terminal checks
 //! that decide between a live progress line and plain lines.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
+
+use crate::error::Error;
 
 /// Writes `value` as pretty JSON to `dest` (`-` is stdout).
 pub fn write_json<T: Serialize>(dest: &Path, value: &T) -> anyhow::Result<()> {
@@ -27,6 +29,35 @@ pub fn write_json<T: Serialize>(dest: &Path, value: &T) -> anyhow::Result<()> {
         std::fs::rename(&tmp, dest)
     };
     write().with_context(|| format!("writing JSON report to {}", dest.display()))
+}
+
+/// Checks, before any work starts, that a report can be written to `dest`
+/// (`-` always can): [`write_json`] writes a temporary file beside it and
+/// renames it, so that temporary file is created here and removed again.
+/// A destination that cannot take it is [`Error::Input`] naming the path
+/// and the OS error, so a long run never ends with its report lost.
+pub fn check_writable(dest: &Path) -> crate::Result<()> {
+    if dest == Path::new("-") {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        Error::Input(format!(
+            "--json {}: cannot write there ({why}); give a path in a writable directory, or - for stdout",
+            dest.display()
+        ))
+    };
+    if dest.is_dir() {
+        return Err(refuse("it is a directory".into()));
+    }
+    let tmp = tmp_path(dest);
+    match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        Ok(_) => std::fs::remove_file(&tmp).map_err(|e| refuse(format!("removing {}: {e}", tmp.display()))),
+        // Left by an earlier run: writable is all that matters, and it stays.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().write(true).open(&tmp).map(drop).map_err(|e| refuse(e.to_string()))
+        }
+        Err(e) => Err(refuse(e.to_string())),
+    }
 }
 
 /// True when `dest` asks for stdout, so human output must go elsewhere.
@@ -63,4 +94,31 @@ pub fn live_line(line: &str, tty: bool) {
 /// True when the error chain ends in a broken pipe (`tcpmax doctor | head`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_destinations() {
+        let dir = std::env::temp_dir().join(format!("tcpmax-output-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("report.json");
+        assert!(check_writable(Path::new("-")).is_ok());
+        assert!(check_writable(&dest).is_ok());
+        // Nothing left behind by the check.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+        let missing = Path::new("/nonexistent-tcpmax-dir/x.json");
+        let err = check_writable(missing).unwrap_err();
+        assert!(err.is_input());
+        let msg = err.to_string();
+        assert!(msg.starts_with("--json /nonexistent-tcpmax-dir/x.json: cannot write there (No such file"), "{msg}");
+        assert!(!msg.contains('\n'));
+
+        let err = check_writable(&dir).unwrap_err().to_string();
+        assert!(err.contains("it is a directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

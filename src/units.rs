@@ -6,14 +6,40 @@
 
 use std::time::Duration;
 
+/// The largest count [`parse_positive_count`] accepts: ten billion. One
+/// idle TCP socket costs about 4 KB of kernel memory, so this many would
+/// need 40 TB; a larger count is a typo, not a plan.
+pub const MAX_COUNT: u64 = 10_000_000_000;
+
+const COUNT_EXAMPLES: &str = "examples: 20000, 10k, 1M";
+
 /// Parses a count with an optional SI suffix: `20000`, `10k`, `1M`, `2m`
 /// (`m` is "million" for a count), `1.5M`, `1_000_000`.
 pub fn parse_count(s: &str) -> Result<u64, String> {
     let t = s.trim().replace('_', "");
+    if t.starts_with('-') {
+        return Err(format!("`{s}` is not a count: counts are not negative ({COUNT_EXAMPLES})"));
+    }
     let (num, mult) = split_suffix(&t, &[("k", 1e3), ("K", 1e3), ("m", 1e6), ("M", 1e6), ("g", 1e9), ("G", 1e9)])
         .ok_or_else(|| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
     let v: f64 = num.parse().map_err(|_| format!("`{s}` is not a count (examples: 20000, 10k, 1M)"))?;
     to_u64(v * mult, s)
+}
+
+/// Parses a count of at least 1 and at most [`MAX_COUNT`]: connections,
+/// rates, shards. Zero, negative and absurd counts are refused with why.
+pub fn parse_positive_count(s: &str) -> Result<u64, String> {
+    if s.trim().starts_with('-') {
+        return Err(format!("`{s}` is not a count: counts are positive ({COUNT_EXAMPLES})"));
+    }
+    match parse_count(s)? {
+        0 => Err(format!("`{s}` is too small: counts are positive, at least 1 ({COUNT_EXAMPLES})")),
+        n if n > MAX_COUNT => Err(format!(
+            "`{s}` is beyond what any machine holds: counts stop at 10G ({}), about 4 KB of kernel memory per connection",
+            group(MAX_COUNT)
+        )),
+        n => Ok(n),
+    }
 }
 
 /// The longest duration accepted: 365 days.
@@ -205,6 +231,23 @@ mod tests {
         assert!(parse_count("1.5").is_err());
         assert!(parse_count("ten").is_err());
         assert!(parse_count("1e400").is_err());
+        assert!(parse_count("-5").unwrap_err().contains("not negative"));
+        assert_eq!(parse_count("0"), Ok(0));
+    }
+
+    #[test]
+    fn positive_counts() {
+        assert_eq!(parse_positive_count("1"), Ok(1));
+        assert_eq!(parse_positive_count("10k"), Ok(10_000));
+        assert_eq!(parse_positive_count("10G"), Ok(MAX_COUNT));
+        let neg = parse_positive_count("-5").unwrap_err();
+        assert_eq!(neg, "`-5` is not a count: counts are positive (examples: 20000, 10k, 1M)");
+        assert!(parse_positive_count(" -1k").unwrap_err().contains("counts are positive"));
+        assert!(parse_positive_count("0").unwrap_err().contains("at least 1"));
+        assert!(parse_positive_count("0k").unwrap_err().contains("at least 1"));
+        let huge = parse_positive_count("100000000000000").unwrap_err();
+        assert!(huge.contains("counts stop at 10G (10,000,000,000)"), "{huge}");
+        assert!(parse_positive_count("abc").unwrap_err().contains("is not a count"));
     }
 
     #[test]

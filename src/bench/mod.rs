@@ -38,13 +38,13 @@ use report::{BenchReport, FirstLimit, Shards};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Connections to hold (both ends on this machine: two sockets each).
-    #[arg(short = 'c', long = "connections", default_value = "100k", value_parser = units::parse_count)]
+    #[arg(short = 'c', long = "connections", default_value = "100k", allow_hyphen_values = true, value_parser = units::parse_positive_count)]
     pub count: u64,
     /// How long to hold them, with heartbeats, once the ramp is over.
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    #[arg(long, default_value = "10s", allow_hyphen_values = true, value_parser = units::parse_duration)]
     pub hold: Duration,
     /// Heartbeats per second: a share of the held connections (1%) or a count.
-    #[arg(long, default_value = "1%", value_parser = units::parse_count_or_percent)]
+    #[arg(long, default_value = "1%", allow_hyphen_values = true, value_parser = units::parse_count_or_percent)]
     pub ping_rate: CountOrPercent,
     /// Run even when the doctor predicts the target does not fit.
     #[arg(long)]
@@ -107,7 +107,8 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     let fs = ProcFs::default();
     let nofile = process::raise_nofile().context("raising RLIMIT_NOFILE")?;
     let backlog = fs.sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
-    let server_shards = sizing::plan_hashed(args.count, nofile.soft, sizing::cores()).shards;
+    let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
+    let server_shards = sizing::plan_hashed(args.count, nofile.soft, sizing::cores()).shards.min(bound.max);
     let mut server = Server::start(&ServerConfig {
         listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
         mode: Mode::Echo,
@@ -120,7 +121,7 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     })?;
     let target = server.local_addrs()[0];
     let load = load_run::prepare(&load_run::Args {
-        targets: vec![target],
+        targets: vec![target.into()],
         count: args.count,
         rate: None,
         sources: Vec::new(),

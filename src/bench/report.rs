@@ -119,7 +119,7 @@ impl BenchReport {
         let _ = writeln!(w, "  teardown            {:.1} s", self.teardown_seconds);
         match &self.first_limit {
             None => {
-                let _ = writeln!(w, "  first limit         none: the target was reached");
+                let _ = writeln!(w, "  first limit         {}", no_limit(self.interrupted, self.held, self.target));
             }
             Some(l) => {
                 let _ = writeln!(w, "  first limit         {} ({}): {}", l.name, l.kind, l.explanation);
@@ -130,5 +130,33 @@ impl BenchReport {
             let _ = writeln!(w, "  failed connects     {}", group(self.failed));
         }
         s
+    }
+}
+
+/// The first-limit line when no limit was met: the target was reached, or
+/// the run was interrupted before it could tell.
+fn no_limit(interrupted: bool, held: u64, target: u64) -> String {
+    match (interrupted, held >= target) {
+        (false, _) => "none: the target was reached".into(),
+        (true, true) => "none: the target was reached, then the run was interrupted (Ctrl-C) during the hold".into(),
+        (true, false) => format!(
+            "none met: interrupted (Ctrl-C) at {} of {} held, before the ramp ended",
+            group(held),
+            group(target)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_run_never_claims_the_target() {
+        assert_eq!(no_limit(false, 100, 100), "none: the target was reached");
+        let cut = no_limit(true, 40_000, 100_000);
+        assert_eq!(cut, "none met: interrupted (Ctrl-C) at 40,000 of 100,000 held, before the ramp ended");
+        assert!(!cut.contains("was reached"));
+        assert!(no_limit(true, 100, 100).contains("interrupted (Ctrl-C) during the hold"));
     }
 }

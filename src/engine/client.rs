@@ -119,7 +119,7 @@ impl Client {
         let nofile = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
             .map_err(|e| Error::os("reading RLIMIT_NOFILE", e))?;
         let per_shard = nofile.soft.saturating_sub(sizing::HEADROOM_FDS).max(1);
-        let max = sizing::max_shards(config.count, nofile.soft);
+        let max = sizing::max_shards(config.count, &sizing::ThreadLimits::read(&crate::procfs::ProcFs::default())).max;
         let policy = Policy::new(per_shard, sizing::cores(), max, config.elastic);
         let shards = config.shards.clamp(1, max);
         let shared = Arc::new(Shared {

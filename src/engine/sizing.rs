@@ -1,4 +1,9 @@
-//! How many shards: derived from the target and the fd limit, never fixed.
+//! How many shards: derived from the target and the fd limit, never fixed,
+//! and never more than the connections need or the machine can run
+//! ([`max_shards`]).
+
+use crate::procfs::ProcFs;
+use crate::units::{group, human_bytes};
 
 /// Descriptors kept free in every shard for its own epoll instance, doorbell,
 /// listeners and stdio.
@@ -35,19 +40,98 @@ pub fn plan_hashed(sockets: u64, nofile: u64, cores: usize) -> ShardPlan {
     ShardPlan { shards, per_shard }
 }
 
-/// Most shards worth running for `connections` with `nofile` descriptors
-/// per table: enough tables for every connection with room to spare, never
-/// more than one per connection, and never past a fixed cap that keeps the
-/// thread count sane on any machine.
-pub fn max_shards(connections: u64, nofile: u64) -> usize {
-    let per_shard = nofile.saturating_sub(HEADROOM_FDS).max(1);
-    let needed = connections.div_ceil(per_shard).saturating_mul(2).max(cores() as u64 * 2);
-    needed.min(connections.max(1)).min(MAX_SHARDS as u64) as usize
+/// Memory one shard thread is counted at when bounding shards by memory:
+/// its stack as far as it is touched, its epoll instance and its tables.
+pub const SHARD_THREAD_BYTES: u64 = 64 * 1024;
+
+/// The most shards tcpmax runs, whatever the machine allows: 4,096 tables of
+/// even 1,024 descriptors hold four million sockets, and more threads than
+/// that only add scheduling cost.
+pub const MAX_SHARDS: usize = 4096;
+
+/// Threads kept for everything else in the process (supervisor, metrics,
+/// the other side of a bench).
+pub const THREAD_HEADROOM: u64 = 16;
+
+/// What limits the number of threads this process can start; `None` where
+/// unknown or unlimited (it then bounds nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadLimits {
+    /// RLIMIT_NPROC soft: tasks of this user.
+    pub nproc: Option<u64>,
+    /// kernel.threads-max: tasks on the machine.
+    pub threads_max: Option<u64>,
+    /// kernel.pid_max: every thread takes a pid.
+    pub pid_max: Option<u64>,
+    /// Memory really free for new threads, in bytes.
+    pub memory: Option<u64>,
 }
 
-/// The most shards one process runs, whatever is asked: 4,096 threads of
-/// fd tables of 20,000 hold 80 million sockets, past any machine's memory.
-pub const MAX_SHARDS: usize = 4096;
+impl ThreadLimits {
+    /// Reads the limits of this process and machine.
+    pub fn read(fs: &ProcFs) -> ThreadLimits {
+        let nproc = crate::sys::process::getrlimit(crate::sys::process::Resource::NProc)
+            .ok()
+            .map(|l| l.soft)
+            .filter(|&v| v != u64::MAX);
+        ThreadLimits {
+            nproc,
+            threads_max: fs.sysctl_u64("kernel.threads-max").ok(),
+            pid_max: fs.sysctl_u64("kernel.pid_max").ok(),
+            memory: fs.meminfo().ok().map(|m| m.really_free()),
+        }
+    }
+}
+
+/// The most shards a run may use, and which limit sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardBound {
+    /// The most shards (at least 1).
+    pub max: usize,
+    /// Why: the limit that sets `max`, in words.
+    pub why: String,
+}
+
+/// The most shards for `connections` sockets: never more shards than
+/// connections (a shard without one is an idle thread), never more threads
+/// than RLIMIT_NPROC, kernel.threads-max or kernel.pid_max allow (less
+/// [`THREAD_HEADROOM`]), nor than free memory at [`SHARD_THREAD_BYTES`] a
+/// thread, and never more than [`MAX_SHARDS`]. The smallest wins; the first
+/// listed wins a tie.
+pub fn max_shards(connections: u64, limits: &ThreadLimits) -> ShardBound {
+    let threads = |what: &str, v: u64| {
+        let n = v.saturating_sub(THREAD_HEADROOM);
+        (n, format!("{what} allows {} threads, {} kept for the rest of the process", group(v), THREAD_HEADROOM))
+    };
+    let mut candidates: Vec<(u64, String)> = vec![(
+        connections,
+        format!("no more shards than the {} connections: a shard without one is an idle thread", group(connections)),
+    )];
+    if let Some(v) = limits.nproc {
+        candidates.push(threads("RLIMIT_NPROC", v));
+    }
+    if let Some(v) = limits.threads_max {
+        candidates.push(threads("kernel.threads-max", v));
+    }
+    if let Some(v) = limits.pid_max {
+        candidates.push(threads("kernel.pid_max", v));
+    }
+    if let Some(m) = limits.memory {
+        candidates.push((
+            m / SHARD_THREAD_BYTES,
+            format!("{} of memory free at {} per shard thread", human_bytes(m), human_bytes(SHARD_THREAD_BYTES)),
+        ));
+    }
+    candidates.push((MAX_SHARDS as u64, format!("tcpmax runs at most {} shards", group(MAX_SHARDS as u64))));
+    let mut best = (u64::MAX, String::new());
+    for c in candidates {
+        if c.0 < best.0 {
+            best = c;
+        }
+    }
+    // At most MAX_SHARDS here, so the cast cannot truncate.
+    ShardBound { max: best.0.clamp(1, MAX_SHARDS as u64) as usize, why: best.1 }
+}
 
 /// The number of cores this process may run on.
 pub fn cores() -> usize {
@@ -71,5 +155,50 @@ mod tests {
         assert_eq!(plan_hashed(500_000, 20_000, 2).shards, 28);
         // A silly limit never divides by zero.
         assert_eq!(plan(10, 3, 1), ShardPlan { shards: 10, per_shard: 1 });
+    }
+
+    const ROOMY: ThreadLimits =
+        ThreadLimits { nproc: Some(96_365), threads_max: Some(192_730), pid_max: Some(32_768), memory: Some(24 << 30) };
+
+    #[test]
+    fn bound_by_connections() {
+        let b = max_shards(100, &ROOMY);
+        assert_eq!(b.max, 100);
+        assert!(b.why.contains("100 connections"), "{}", b.why);
+        // Zero connections still allow one shard.
+        assert_eq!(max_shards(0, &ROOMY).max, 1);
+    }
+
+    #[test]
+    fn bound_by_the_absolute_cap() {
+        let b = max_shards(5_000_000, &ROOMY);
+        assert_eq!(b.max, MAX_SHARDS);
+        assert!(b.why.contains("at most 4,096"), "{}", b.why);
+        // Nothing known: still the cap.
+        assert_eq!(max_shards(u64::MAX, &ThreadLimits::default()).max, MAX_SHARDS);
+    }
+
+    #[test]
+    fn bound_by_threads_and_memory() {
+        let nproc = ThreadLimits { nproc: Some(1_000), ..ROOMY };
+        let b = max_shards(1_000_000, &nproc);
+        assert_eq!(b.max, 1_000 - THREAD_HEADROOM as usize);
+        assert!(b.why.starts_with("RLIMIT_NPROC allows 1,000 threads"), "{}", b.why);
+
+        let threads = ThreadLimits { threads_max: Some(500), ..ROOMY };
+        assert!(max_shards(1_000_000, &threads).why.starts_with("kernel.threads-max"));
+
+        let pids = ThreadLimits { pid_max: Some(300), ..ROOMY };
+        assert_eq!(max_shards(1_000_000, &pids).max, 284);
+
+        // 64 MiB free: 1,024 threads of 64 KiB.
+        let memory = ThreadLimits { memory: Some(64 << 20), ..ROOMY };
+        let b = max_shards(1_000_000, &memory);
+        assert_eq!(b.max, 1_024);
+        assert!(b.why.contains("64.0 MiB of memory"), "{}", b.why);
+
+        // A limit below the headroom still leaves one shard.
+        let tiny = ThreadLimits { nproc: Some(3), ..ROOMY };
+        assert_eq!(max_shards(1_000_000, &tiny).max, 1);
     }
 }

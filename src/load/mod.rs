@@ -12,11 +12,14 @@
 //! - [`mod@run`] checks the arguments, runs the engine's client through ramp,
 //!   hold and teardown, and samples it once a second.
 //! - [`report`] is the report: JSON and the human table.
+//! - [`target`] parses `HOST:PORT` addresses, resolves host names once and
+//!   states which addresses a load uses.
 
 pub mod bytes;
 pub mod explain;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod target;
 
 pub use run::{Args, run};

@@ -13,6 +13,7 @@ use anyhow::Context;
 use super::bytes::parse_escaped;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
 use super::report::{LoadReport, Percentiles, Sample, errno_rows};
+use super::target::{self, Target};
 use crate::engine::client::{Client, ClientConfig, CloseMode};
 use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
@@ -30,18 +31,46 @@ fn parse_payload(s: &str) -> Result<Payload, String> {
     parse_escaped(s).map(Payload)
 }
 
+/// `--rate`: connects per second, at least 1.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match units::parse_positive_count(s) {
+        Err(_) if units::parse_count(s) == Ok(0) => Err(format!(
+            "`{s}` connects per second would never connect: give at least 1, or leave --rate out to connect as fast as the kernel accepts"
+        )),
+        r => r,
+    }
+}
+
+/// `--connect-timeout`: a duration above zero.
+fn parse_connect_timeout(s: &str) -> Result<Duration, String> {
+    match units::parse_duration(s)? {
+        d if d.is_zero() => {
+            Err(format!("`{s}` would time out every connect at once: give more than 0 (examples: 500ms, 3s)"))
+        }
+        d => Ok(d),
+    }
+}
+
+/// `--shards`: a count of at least 1 (the machine's bound is checked in
+/// [`prepare`]).
+pub fn parse_shards(s: &str) -> Result<usize, String> {
+    let n = units::parse_positive_count(s)?;
+    usize::try_from(n).map_err(|_| format!("`{s}` is more shards than this machine can address"))
+}
+
 /// Arguments of `tcpmax load`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Destinations: ADDR:PORT[,ADDR:PORT...] (any TCP server).
-    #[arg(value_delimiter = ',', required = true, value_name = "ADDR:PORT")]
-    pub targets: Vec<SocketAddr>,
+    /// Destinations: HOST:PORT[,HOST:PORT...] (any TCP server); a host name
+    /// is resolved once and every address it resolves to is used.
+    #[arg(value_delimiter = ',', required = true, value_name = "ADDR:PORT", value_parser = target::parse_target)]
+    pub targets: Vec<Target>,
     /// Connections to open and hold (10k, 1M).
-    #[arg(short = 'c', long = "connections", default_value = "10k", value_parser = units::parse_count)]
+    #[arg(short = 'c', long = "connections", default_value = "10k", allow_hyphen_values = true, value_parser = units::parse_positive_count)]
     pub count: u64,
     /// Connects per second at most (default: as fast as the kernel accepts,
     /// with a bounded number in flight).
-    #[arg(long, value_parser = units::parse_count)]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_rate)]
     pub rate: Option<u64>,
     /// Source IPs: an address, a range (127.0.0.2-127.0.0.40) or a CIDR;
     /// repeatable. Default for loopback targets: as many 127.x as needed.
@@ -53,12 +82,12 @@ pub struct Args {
     #[arg(long, default_value = "40%")]
     pub pair_budget: PairBudget,
     /// How long to hold the connections once all are attempted.
-    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    #[arg(long, default_value = "30s", allow_hyphen_values = true, value_parser = units::parse_duration)]
     pub hold: Duration,
     /// Pings per second over all held connections (10k), or a share of the
     /// target per second (1%); 0 for none. Pings are 16-byte frames that an
     /// echo server returns; with --message, that message instead.
-    #[arg(long, default_value = "0", value_parser = units::parse_count_or_percent)]
+    #[arg(long, default_value = "0", allow_hyphen_values = true, value_parser = units::parse_count_or_percent)]
     pub ping_rate: CountOrPercent,
     /// Bytes to send at the ping rate instead of ping frames, escapes
     /// allowed ('PING\r\n'); the reply's first bytes end the round trip.
@@ -68,7 +97,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_payload)]
     pub first_message: Option<Payload>,
     /// A connect not established after this long fails with ETIMEDOUT.
-    #[arg(long, default_value = "3s", value_parser = units::parse_duration)]
+    #[arg(long, default_value = "3s", allow_hyphen_values = true, value_parser = parse_connect_timeout)]
     pub connect_timeout: Duration,
     /// How to close at the end: rst leaves no TIME_WAIT; fin is orderly.
     #[arg(long, value_enum, default_value_t = CloseMode::Rst)]
@@ -78,10 +107,11 @@ pub struct Args {
     #[arg(long)]
     pub reconnect: bool,
     /// Connects in flight at most, over all shards.
-    #[arg(long, default_value = "4096", value_parser = units::parse_count)]
+    #[arg(long, default_value = "4096", allow_hyphen_values = true, value_parser = units::parse_positive_count)]
     pub in_flight: u64,
-    /// Number of shards (default: derived from the target and the fd limit).
-    #[arg(long)]
+    /// Number of shards (default: derived from the target and the fd limit;
+    /// never more than the connections or than the machine can run).
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_shards)]
     pub shards: Option<usize>,
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
@@ -97,23 +127,41 @@ pub struct Load {
     pub client: ClientConfig,
     /// How long to hold.
     pub hold: Duration,
+    /// What each target given by name resolved to and which addresses are
+    /// used, one line each.
+    pub notes: Vec<String>,
 }
 
 /// Checks the arguments and computes the plan, before any socket opens.
 pub fn prepare(args: &Args) -> crate::Result<Load> {
-    let usable = plan::usable_local_ports(&ProcFs::default()).unwrap_or(28_232);
+    let fs = ProcFs::default();
+    let usable = plan::usable_local_ports(&fs).unwrap_or(28_232);
+    let given = plan::expand_sources(&args.sources)?;
+    let (targets, notes) = target::choose(&args.targets, &given)?;
     let sources = if args.sources.is_empty() {
-        plan::auto_loopback_sources(args.count, &args.targets, usable, args.pair_budget)
+        plan::auto_loopback_sources(args.count, &targets, usable, args.pair_budget)
     } else {
-        plan::expand_sources(&args.sources)?
+        given
     };
-    let plan = plan::plan(args.count, &args.targets, &sources, usable, args.pair_budget)?;
+    let plan = plan::plan(args.count, &targets, &sources, usable, args.pair_budget)?;
     let nofile = process::raise_nofile().map_err(|e| crate::Error::os("raising RLIMIT_NOFILE", e))?;
+    let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let shards = match args.shards {
         Some(0) => return Err(crate::Error::Input("--shards must be at least 1".into())),
+        Some(n) if n > bound.max => {
+            return Err(crate::Error::Refused {
+                reason: format!(
+                    "--shards {} is more than this run can use: at most {} ({})",
+                    group(n as u64),
+                    group(bound.max as u64),
+                    bound.why
+                ),
+                fix: format!("--shards {} or fewer, or leave --shards out to derive it", group(bound.max as u64)),
+            });
+        }
         Some(n) => n,
         // Elastic: about one per core to start; more as they fill.
-        None => sizing::plan(args.count, nofile.soft, sizing::cores()).shards.min(sizing::cores()),
+        None => sizing::plan(args.count, nofile.soft, sizing::cores()).shards.min(sizing::cores()).min(bound.max),
     };
     let client = ClientConfig {
         pairs: plan.pairs.iter().map(|p| (p.source, p.dest)).collect(),
@@ -129,7 +177,7 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
         reconnect: args.reconnect,
         close: args.close,
     };
-    Ok(Load { plan, client, hold: args.hold })
+    Ok(Load { plan, client, hold: args.hold, notes })
 }
 
 /// What a caller of [`execute`] hooks into the run.
@@ -282,6 +330,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json_to_stdout = output::is_stdout(args.json.as_deref());
     let mut human: Box<dyn std::io::Write> =
         if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    for note in &load.notes {
+        writeln!(human, "{note}")?;
+    }
     write!(human, "{}", plan::render(&load.plan))?;
     writeln!(human, "shards {} (each its own fd table)", load.client.shards)?;
     human.flush()?;

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
+use crate::load::target::{self, Target};
 use crate::output;
 use crate::procfs::ProcFs;
 use crate::sys::process;
@@ -40,9 +41,10 @@ pub enum Mode {
 /// Arguments of `tcpmax serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Addresses to listen on, comma-separated (port 0 picks one free port).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000")]
-    pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on, comma-separated (port 0 picks one free port);
+    /// a host name listens on every address it resolves to.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000", value_parser = target::parse_listen)]
+    pub listen: Vec<Target>,
     /// silent: read and discard; echo: write back, with backpressure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
@@ -50,7 +52,7 @@ pub struct Args {
     #[arg(long)]
     pub udp: bool,
     /// Refuse connections above this many (e.g. 500k); also sizes the shards.
-    #[arg(long, value_parser = units::parse_count)]
+    #[arg(long, allow_hyphen_values = true, value_parser = units::parse_positive_count)]
     pub max_conns: Option<u64>,
     /// Refuse new connections while machine memory in use is above this
     /// (85% of MemTotal, or a size like 20GiB); admit again 5% below.
@@ -61,7 +63,7 @@ pub struct Args {
     pub metrics: Option<SocketAddr>,
     /// Number of shards (default: derived from --max-conns, or from the
     /// doctor's server ceiling, and the fd limit).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = crate::load::run::parse_shards)]
     pub shards: Option<usize>,
     /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
     #[arg(long, value_parser = units::parse_duration)]
@@ -93,17 +95,48 @@ pub struct Summary {
     pub totals: ShardStats,
 }
 
-/// Decides the shard layout for `args` on this machine: with `--max-conns`,
-/// enough shards for it up front; without, about one per core, and the pool
-/// grows as they fill. `--shards` pins the count.
+/// Decides the shard layout for `args` on this machine: refuses a
+/// `--max-conns` above the doctor's server ceiling (a cap the machine never
+/// reaches is a mistake) and a `--shards` above what the machine can run.
+/// With `--max-conns`, enough shards for it start up front; without, about
+/// one per core, and the pool grows as they fill. `--shards` pins the count.
 pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
     let nofile = process::raise_nofile().context("reading RLIMIT_NOFILE")?;
-    let mut plan = match args.max_conns {
-        Some(n) => sizing::plan_hashed(n, nofile.soft, sizing::cores()),
-        None => sizing::plan_hashed(0, nofile.soft, sizing::cores()),
-    };
+    let fs = ProcFs::default();
+    let doctor = crate::doctor::diagnose(&fs);
+    if let (Some(n), Some(ceiling)) = (args.max_conns, doctor.ceiling.server)
+        && n > ceiling
+    {
+        let binding = doctor.binding.server.as_deref().unwrap_or("unknown");
+        return Err(crate::Error::Refused {
+            reason: format!(
+                "--max-conns {} is above the {} connections the doctor predicts a server here holds, bound by {binding}",
+                group(n),
+                group(ceiling)
+            ),
+            fix: "leave --max-conns out (serve then sizes for the ceiling), or give a smaller one; `tcpmax doctor` explains".into(),
+        }
+        .into());
+    }
+    // The bound is for what the doctor predicts a server here holds.
+    let target = args.max_conns.or(doctor.ceiling.server).unwrap_or(nofile.soft);
+    let bound = sizing::max_shards(target, &sizing::ThreadLimits::read(&fs));
+    let mut plan = sizing::plan_hashed(args.max_conns.unwrap_or(0), nofile.soft, sizing::cores());
+    plan.shards = plan.shards.min(bound.max);
     if let Some(n) = args.shards {
         anyhow::ensure!(n > 0, crate::Error::Input("--shards must be at least 1".into()));
+        anyhow::ensure!(
+            n <= bound.max,
+            crate::Error::Refused {
+                reason: format!(
+                    "--shards {} is more than this server can use: at most {} ({})",
+                    group(n as u64),
+                    group(bound.max as u64),
+                    bound.why
+                ),
+                fix: format!("--shards {} or fewer, or leave --shards out to derive it", group(bound.max as u64)),
+            }
+        );
         plan.shards = n;
     }
     Ok(plan)
@@ -126,7 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let config = ServerConfig {
-        listen: args.listen.clone(),
+        listen: args.listen.iter().flat_map(|t| t.addrs.iter().copied()).collect(),
         mode: args.mode,
         udp: args.udp,
         max_conns: args.max_conns,
@@ -137,7 +170,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::start(&config)?;
     let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
-    announce(&server, plan, metrics.as_ref().map(|m| m.addr()))?;
+    // With the JSON on stdout, the human lines go to stderr.
+    let mut human: Box<dyn Write> =
+        if output::is_stdout(args.json.as_deref()) { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()))?;
 
     let live = args.status || output::stderr_is_tty();
     let tty = output::stderr_is_tty();
@@ -195,8 +231,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(signal.map_or(0, crate::interrupt::exit_code)))
 }
 
-fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn announce(
+    out: &mut dyn Write,
+    server: &Server,
+    plan: sizing::ShardPlan,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     for a in server.local_addrs() {
         let proto = if server.udp() { "tcp+udp" } else { "tcp" };
         writeln!(out, "listening {a} {proto}")?;

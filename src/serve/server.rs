@@ -85,7 +85,12 @@ impl Server {
         let nofile = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
             .map_err(|e| Error::os("reading RLIMIT_NOFILE", e))?;
         let per_shard = nofile.soft.saturating_sub(sizing::HEADROOM_FDS).max(1);
-        let max = if config.elastic { sizing::MAX_SHARDS } else { config.shards.max(1) };
+        let max = if config.elastic {
+            let connections = config.max_conns.unwrap_or(u64::MAX);
+            sizing::max_shards(connections, &sizing::ThreadLimits::read(&procfs)).max
+        } else {
+            config.shards.max(1)
+        };
         let policy = Policy::new(per_shard, sizing::cores(), max, config.elastic);
         let g = gate.clone();
         let pool = Pool::start(

@@ -21,7 +21,6 @@ pub enum Resource {
     /// RLIMIT_NOFILE: descriptors per fd table.
     NoFile,
     /// RLIMIT_NPROC: tasks per user.
-    #[allow(dead_code)] // read by the shard bound when it lands
     NProc,
 }
 
