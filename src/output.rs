@@ -10,6 +10,32 @@ use serde::Serialize;
 
 use crate::error::Error;
 
+/// The one way every subcommand hands over its result: the JSON first (to
+/// `--json FILE`, or stdout with `-`), so that a closed terminal never loses
+/// what was measured; then the human text, on stdout, or on stderr when the
+/// JSON took stdout, so that `--json -` gives a stream a program can parse.
+pub fn emit<T: Serialize>(json: Option<&Path>, value: &T, human: &str) -> anyhow::Result<()> {
+    if let Some(dest) = json {
+        write_json(dest, value)?;
+    }
+    if is_stdout(json) {
+        let mut err = io::stderr().lock();
+        err.write_all(human.as_bytes())?;
+        err.flush()?;
+    } else {
+        let mut out = io::stdout().lock();
+        out.write_all(human.as_bytes())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Where human lines go while a run lasts: stderr when the JSON takes
+/// stdout, stdout otherwise.
+pub fn human(json: Option<&Path>) -> Box<dyn Write> {
+    if is_stdout(json) { Box::new(io::stderr()) } else { Box::new(io::stdout()) }
+}
+
 /// Writes `value` as pretty JSON to `dest` (`-` is stdout).
 pub fn write_json<T: Serialize>(dest: &Path, value: &T) -> anyhow::Result<()> {
     if dest == Path::new("-") {

@@ -125,13 +125,20 @@ fn backpressure_bounds_server_memory() {
 }
 
 #[test]
-fn sigterm_stops_cleanly_with_exit_zero() {
-    let srv = Serve::start(&[]);
+fn sigterm_stops_cleanly_with_exit_zero_and_a_valid_summary() {
+    let json = std::env::temp_dir().join(format!("tcpmax-serve-summary-{}.json", std::process::id()));
+    let srv = Serve::start(&["--json", json.to_str().unwrap()]);
     let _c = TcpStream::connect(srv.addr).unwrap();
     srv.until_conns(1);
     let (status, out) = srv.stop("-TERM");
     assert_eq!(status.code(), Some(0), "SIGTERM is the ordinary stop of a service");
     assert!(out.contains("accepted            1"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    common::validate("serve", &summary);
+    assert_eq!(summary["stopped_by"], "SIGTERM");
+    assert_eq!(summary["totals"]["opened"], 1);
+    assert_eq!(summary["totals"]["held_at_stop"], 1);
 }
 
 #[test]

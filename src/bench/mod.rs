@@ -11,7 +11,6 @@
 pub mod guard;
 pub mod report;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -81,17 +80,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         check_target(args.count, &doctor)?;
     }
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
-    let json_to_stdout = output::is_stdout(args.json.as_deref());
-    let mut human: Box<dyn std::io::Write> =
-        if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
-
+    let mut human = output::human(args.json.as_deref());
     let report = bench(&args, &doctor, &mut *human)?;
-    // The JSON first: a closed stdout must not lose what was measured.
-    if let Some(path) = &args.json {
-        output::write_json(path, &report)?;
-    }
-    write!(human, "{}", report.render())?;
-    human.flush()?;
+    output::emit(args.json.as_deref(), &report, &report.render())?;
     Ok(load_run::exit_code(report.interrupted, report.held >= args.count && report.failed == 0))
 }
 

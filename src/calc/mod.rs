@@ -321,15 +321,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         port_range,
     };
     let result = calc(&topology, &source)?;
-    if !crate::output::is_stdout(args.json.as_deref()) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        out.write_all(render(&result).as_bytes())?;
-        out.flush()?;
-    }
-    if let Some(dest) = &args.json {
-        crate::output::write_json(dest, &result)?;
-    }
+    crate::output::emit(args.json.as_deref(), &result, &render(&result))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -342,12 +342,7 @@ fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
 /// Runs `tcpmax doctor`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = diagnose(&ProcFs::new(&args.root));
-    if !crate::output::is_stdout(args.json.as_deref()) {
-        render::print(&report)?;
-    }
-    if let Some(dest) = &args.json {
-        crate::output::write_json(dest, &report)?;
-    }
+    crate::output::emit(args.json.as_deref(), &report, &render::render(&report))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,19 +2,9 @@
 //! ceiling per role, and the notes.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
-
-use anyhow::Context;
 
 use super::{Limit, Report, Role, Value};
 use crate::units::{group, human_bytes};
-
-/// Prints the report on stdout.
-pub fn print(report: &Report) -> anyhow::Result<()> {
-    let text = render(report);
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing the doctor report to stdout")
-}
 
 /// The whole human report as text.
 pub fn render(report: &Report) -> String {

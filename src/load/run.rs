@@ -327,9 +327,7 @@ fn unique_targets(plan: &Plan) -> Vec<SocketAddr> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
     let load = prepare(&args)?;
-    let json_to_stdout = output::is_stdout(args.json.as_deref());
-    let mut human: Box<dyn std::io::Write> =
-        if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let mut human = output::human(args.json.as_deref());
     for note in &load.notes {
         writeln!(human, "{note}")?;
     }
@@ -350,12 +348,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if tty {
         eprintln!();
     }
-    // The JSON first: a closed stdout must not lose what was measured.
-    if let Some(path) = &args.json {
-        output::write_json(path, &report)?;
-    }
-    write!(human, "{}", report.render())?;
-    human.flush()?;
+    output::emit(args.json.as_deref(), &report, &report.render())?;
     Ok(exit_code(report.interrupted, report.goal_met))
 }
 

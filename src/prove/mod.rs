@@ -26,7 +26,6 @@ pub mod report;
 pub mod scale;
 pub mod tuple;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -188,17 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{:<22} {:<10} {:.2} s", r.name, r.verdict.name(), r.seconds);
         }
     });
-    let table = report.render();
-    if output::is_stdout(args.json.as_deref()) {
-        eprint!("{table}");
-    } else {
-        let mut out = std::io::stdout().lock();
-        out.write_all(table.as_bytes())?;
-        out.flush()?;
-    }
-    if let Some(path) = &args.json {
-        output::write_json(path, &report)?;
-    }
+    output::emit(args.json.as_deref(), &report, &report.render())?;
     Ok(if report.count(Verdict::Refuted) > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

@@ -91,8 +91,12 @@ pub struct Summary {
     pub seconds: f64,
     /// Most connections open at once (as sampled each second).
     pub peak_open: u64,
+    /// What ended the run: `SIGINT`, `SIGTERM` or `duration`.
+    pub stopped_by: &'static str,
     /// Counters at the end.
     pub totals: ShardStats,
+    /// Where it ran.
+    pub machine: crate::machine::Machine,
 }
 
 /// Decides the shard layout for `args` on this machine: refuses a
@@ -170,9 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::start(&config)?;
     let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
-    // With the JSON on stdout, the human lines go to stderr.
-    let mut human: Box<dyn Write> =
-        if output::is_stdout(args.json.as_deref()) { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let mut human = output::human(args.json.as_deref());
     announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()))?;
 
     let live = args.status || output::stderr_is_tty();
@@ -219,15 +221,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         per_shard,
         seconds: started.elapsed().as_secs_f64(),
         peak_open: peak.max(totals.held_at_stop),
+        stopped_by: match signal {
+            Some(crate::sys::process::SIGINT) => "SIGINT",
+            Some(_) => "SIGTERM",
+            None => "duration",
+        },
         totals,
+        machine: crate::machine::Machine::read(),
     };
-    // The JSON first: a closed stdout must not lose what was measured.
-    if let Some(path) = &args.json {
-        output::write_json(path, &summary)?;
-    }
-    if !output::is_stdout(args.json.as_deref()) {
-        print_summary(&mut std::io::stdout().lock(), &summary)?;
-    }
+    let mut text = Vec::new();
+    print_summary(&mut text, &summary)?;
+    output::emit(args.json.as_deref(), &summary, &String::from_utf8_lossy(&text))?;
     Ok(ExitCode::from(signal.map_or(0, crate::interrupt::exit_code)))
 }
 
