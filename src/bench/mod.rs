@@ -22,7 +22,6 @@ use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
 use crate::error::Error;
 use crate::load::explain::explain;
-use crate::load::plan::PairBudget;
 use crate::load::report::{LoadReport, Sample};
 use crate::load::run::{self as load_run, Hooks};
 use crate::machine::{self, Machine};
@@ -111,22 +110,11 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
         backlog,
     })?;
     let target = server.local_addrs()[0];
-    let load = load_run::prepare(&load_run::Args {
-        targets: vec![target.into()],
-        count: args.count,
-        rate: None,
-        sources: Vec::new(),
-        pair_budget: PairBudget::default(),
+    let load = load_run::prepare(&load_run::Spec {
         hold: args.hold,
         ping_rate: args.ping_rate,
-        message: None,
-        first_message: None,
         connect_timeout: Duration::from_secs(10),
-        close: crate::engine::client::CloseMode::Rst,
-        reconnect: false,
-        in_flight: 4096,
-        shards: None,
-        json: None,
+        ..load_run::Spec::new(vec![target.into()], args.count)
     })?;
     writeln!(
         human,

@@ -118,6 +118,84 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
+/// What a load is asked to do, typed and independent of the command line:
+/// `tcpmax load` builds it from its arguments, `bench` and other runners
+/// build it directly ([`Spec::new`] and the fields they change).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Destinations, host names already resolved.
+    pub targets: Vec<Target>,
+    /// Connections to open and hold.
+    pub count: u64,
+    /// Connects per second at most.
+    pub rate: Option<u64>,
+    /// Source IPs given (empty: as many 127.x as needed for loopback).
+    pub sources: Vec<SourceSpec>,
+    /// Connections per (source, destination) pair at most.
+    pub pair_budget: PairBudget,
+    /// How long to hold once every connection was attempted.
+    pub hold: Duration,
+    /// Heartbeats per second, or a share of the target.
+    pub ping_rate: CountOrPercent,
+    /// Bytes sent at the ping rate instead of ping frames.
+    pub message: Option<Vec<u8>>,
+    /// Bytes sent once right after each connect.
+    pub first_message: Option<Vec<u8>>,
+    /// A connect not established after this long fails with ETIMEDOUT.
+    pub connect_timeout: Duration,
+    /// How connections end.
+    pub close: CloseMode,
+    /// Reopen lost connections within a budget of the target.
+    pub reconnect: bool,
+    /// Connects in flight at most, over all shards.
+    pub in_flight: u64,
+    /// Pinned shard count (None: elastic).
+    pub shards: Option<usize>,
+}
+
+impl Spec {
+    /// `count` connections to `targets` with the command line's defaults.
+    pub fn new(targets: Vec<Target>, count: u64) -> Spec {
+        Spec {
+            targets,
+            count,
+            rate: None,
+            sources: Vec::new(),
+            pair_budget: PairBudget::default(),
+            hold: Duration::from_secs(30),
+            ping_rate: CountOrPercent::Count(0),
+            message: None,
+            first_message: None,
+            connect_timeout: Duration::from_secs(3),
+            close: CloseMode::Rst,
+            reconnect: false,
+            in_flight: 4096,
+            shards: None,
+        }
+    }
+}
+
+impl From<&Args> for Spec {
+    fn from(a: &Args) -> Spec {
+        Spec {
+            targets: a.targets.clone(),
+            count: a.count,
+            rate: a.rate,
+            sources: a.sources.clone(),
+            pair_budget: a.pair_budget,
+            hold: a.hold,
+            ping_rate: a.ping_rate,
+            message: a.message.as_ref().map(|p| p.0.clone()),
+            first_message: a.first_message.as_ref().map(|p| p.0.clone()),
+            connect_timeout: a.connect_timeout,
+            close: a.close,
+            reconnect: a.reconnect,
+            in_flight: a.in_flight,
+            shards: a.shards,
+        }
+    }
+}
+
 /// A checked load: the plan and the engine's configuration.
 #[derive(Debug, Clone)]
 pub struct Load {
@@ -132,8 +210,8 @@ pub struct Load {
     pub notes: Vec<String>,
 }
 
-/// Checks the arguments and computes the plan, before any socket opens.
-pub fn prepare(args: &Args) -> crate::Result<Load> {
+/// Checks the request and computes the plan, before any socket opens.
+pub fn prepare(args: &Spec) -> crate::Result<Load> {
     let fs = ProcFs::default();
     let usable = plan::usable_local_ports(&fs).unwrap_or(28_232);
     let given = plan::expand_sources(&args.sources)?;
@@ -172,8 +250,8 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
         rate: args.rate.map(|r| r as f64),
         connect_timeout: args.connect_timeout,
         ping_rate: args.ping_rate.of(args.count) as f64,
-        message: args.message.as_ref().map(|p| Arc::from(p.0.as_slice())),
-        first_message: args.first_message.as_ref().map(|p| Arc::from(p.0.as_slice())),
+        message: args.message.as_deref().map(Arc::from),
+        first_message: args.first_message.as_deref().map(Arc::from),
         reconnect: args.reconnect,
         close: args.close,
     };
@@ -326,7 +404,7 @@ fn unique_targets(plan: &Plan) -> Vec<SocketAddr> {
 /// Runs `tcpmax load`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
-    let load = prepare(&args)?;
+    let load = prepare(&Spec::from(&args))?;
     let mut human = output::human(args.json.as_deref());
     for note in &load.notes {
         writeln!(human, "{note}")?;

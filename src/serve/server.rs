@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -253,15 +254,7 @@ impl Server {
 
 /// Sockets that hold the resolved ports until the shards listen.
 #[derive(Debug)]
-struct PortHolders(Vec<i32>);
-
-impl Drop for PortHolders {
-    fn drop(&mut self) {
-        for &fd in &self.0 {
-            net::close(fd);
-        }
-    }
-}
+struct PortHolders(Vec<OwnedFd>);
 
 /// Checks that every address is free and resolves port 0 to one concrete
 /// port that all shards then share. A plain bind (without SO_REUSEPORT)
@@ -271,16 +264,18 @@ fn resolve(listen: &[SocketAddr], udp: bool) -> Result<(Vec<SocketAddr>, PortHol
     let mut holders = PortHolders(Vec::new());
     let mut out = Vec::with_capacity(listen.len());
     for addr in listen {
-        let probe = net::socket(addr, Kind::Tcp).map_err(|e| bind_error(*addr, e))?;
-        let probed =
-            net::set_reuseaddr(probe).and_then(|()| net::bind(probe, addr)).and_then(|()| net::local_addr(probe));
-        net::close(probe);
+        let probe = net::socket_owned(addr, Kind::Tcp).map_err(|e| bind_error(*addr, e))?;
+        let p = probe.as_raw_fd();
+        let probed = net::set_reuseaddr(p).and_then(|()| net::bind(p, addr)).and_then(|()| net::local_addr(p));
+        drop(probe);
         let resolved = probed.map_err(|e| bind_error(*addr, e))?;
-        let hold = |kind: Kind| -> std::io::Result<i32> {
-            let fd = net::socket(&resolved, kind)?;
-            let r =
-                net::set_reuseaddr(fd).and_then(|()| net::set_reuseport(fd)).and_then(|()| net::bind(fd, &resolved));
-            r.inspect_err(|_| net::close(fd)).map(|()| fd)
+        let hold = |kind: Kind| -> std::io::Result<OwnedFd> {
+            let fd = net::socket_owned(&resolved, kind)?;
+            let raw = fd.as_raw_fd();
+            net::set_reuseaddr(raw)?;
+            net::set_reuseport(raw)?;
+            net::bind(raw, &resolved)?;
+            Ok(fd)
         };
         holders.0.push(hold(Kind::Tcp).map_err(|e| bind_error(resolved, e))?);
         if udp {
