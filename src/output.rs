@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+/// The layout version of the JSON reports of `bench` and `load`
+/// (`report_version`): 2 added the timeline's wall clock, failures by
+/// cause, memory and shards; a report without the field is version 1.
+/// `tcpmax report` reads every version up to this one.
+pub const REPORT_VERSION: u32 = 2;
+
 /// Writes `value` as pretty JSON to `dest` (`-` is stdout).
 pub fn write_json<T: Serialize>(dest: &Path, value: &T) -> anyhow::Result<()> {
     if dest == Path::new("-") {

@@ -204,6 +204,7 @@ fn assemble(
         None
     };
     BenchReport {
+        report_version: output::REPORT_VERSION,
         target: args.count,
         held,
         predicted: doctor.ceiling.loopback,
@@ -211,6 +212,7 @@ fn assemble(
         ramp_seconds: l.ramp_seconds,
         connect_rate_per_s: l.connect_rate_per_s,
         hold_seconds: l.hold_seconds,
+        predicted_bytes_per_connection: 2 * doctor.kernel_bytes_per_socket,
         kernel_bytes_per_connection: per(free0.saturating_sub(peak.free)),
         kernel_slab_bytes_per_connection: per(peak.slab.saturating_sub(slab0)),
         user_bytes_per_connection: per(peak.rss),
@@ -222,7 +224,7 @@ fn assemble(
         shards: Shards { server: server_shards, client: l.shards },
         teardown_seconds: l.teardown_seconds + server_drain.as_secs_f64(),
         interrupted: l.interrupted,
-        timeline: l.timeline.clone(),
+        timeline: l.timeline.iter().map(|s| s.with_server_shards(server_shards)).collect(),
         machine: Machine::read(),
     }
 }
