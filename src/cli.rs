@@ -35,6 +35,9 @@ pub enum Command {
     /// Prove the claims one by one: small experiments on loopback, each with
     /// a verdict from what the kernel did and the evidence.
     Prove(crate::prove::Args),
+    /// Draw JSON reports of bench or load as one HTML page with plots
+    /// (several runs overlaid).
+    Report(crate::report::Args),
 }
 
 /// Runs the parsed command line.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => crate::load::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Prove(args) => crate::prove::run(args),
+        Command::Report(args) => crate::report::run(args),
     }
 }
 

@@ -27,6 +27,7 @@
 //! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes, the per-second timeline |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
+//! | [`report`] | `tcpmax report`: JSON reports drawn as one self-contained HTML page with SVG plots |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
@@ -40,6 +41,7 @@ pub mod machine;
 pub mod output;
 pub mod procfs;
 pub mod prove;
+pub mod report;
 pub mod serve;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -35,6 +35,18 @@ pub fn write_json<T: Serialize>(dest: &Path, value: &T) -> anyhow::Result<()> {
     write().with_context(|| format!("writing JSON report to {}", dest.display()))
 }
 
+/// Writes `text` to `dest` whole or not at all (a temporary file renamed).
+pub fn write_text(dest: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = tmp_path(dest);
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    };
+    write().with_context(|| format!("writing {}", dest.display()))
+}
+
 /// True when `dest` asks for stdout, so human output must go elsewhere.
 pub fn is_stdout(dest: Option<&Path>) -> bool {
     dest.is_some_and(|d| d == Path::new("-"))

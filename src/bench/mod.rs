@@ -52,6 +52,10 @@ pub struct Args {
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the report with its plots as one HTML page to FILE (what
+    /// `tcpmax report` draws from the JSON).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// Refuses a target the doctor says this machine cannot hold.
@@ -80,6 +84,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.force {
         check_target(args.count, &doctor)?;
     }
+    if let Some(path) = &args.report {
+        crate::report::check_writable(path)?;
+    }
     process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
     let json_to_stdout = output::is_stdout(args.json.as_deref());
     let mut human: Box<dyn std::io::Write> =
@@ -90,7 +97,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         output::write_json(path, &report)?;
     }
+    if let Some(path) = &args.report {
+        crate::report::write_bench(path, &report)?;
+    }
     write!(human, "{}", report.render())?;
+    if let Some(path) = &args.report {
+        writeln!(human, "  report              {} (open it in a browser)", path.display())?;
+    }
     human.flush()?;
     Ok(ExitCode::SUCCESS)
 }
