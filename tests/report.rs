@@ -44,10 +44,10 @@ const AXES: [(&str, [&str; 2]); 7] = [
     ("held", ["seconds since the start", "connections"]),
     ("rate", ["seconds since the start", "connections per second"]),
     ("memory", ["connections held", "bytes per connection"]),
-    ("rtt-spectrum", ["percentile", "microseconds"]),
-    ("rtt-time", ["seconds since the start", "microseconds"]),
+    ("rtt-spectrum", ["percentile", "round trip"]),
+    ("rtt-time", ["seconds since the start", "round trip"]),
     ("failures", ["seconds since the start", "failures per second"]),
-    ("connect-spectrum", ["percentile", "microseconds"]),
+    ("connect-spectrum", ["percentile", "connect latency"]),
 ];
 
 fn texts(n: roxmltree::Node<'_, '_>) -> Vec<String> {

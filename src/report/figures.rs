@@ -299,6 +299,15 @@ enum Which {
     Connect,
 }
 
+impl Which {
+    fn axis(self) -> &'static str {
+        match self {
+            Which::Rtt => "round trip",
+            Which::Connect => "connect latency",
+        }
+    }
+}
+
 /// (1/(1-q), value) points of a histogram, the max last at 1/(1/count).
 fn hist_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     let mut pts: Vec<(f64, f64)> = h
@@ -368,7 +377,7 @@ fn spectrum(runs: &[Run], which: Which) -> Chart {
     let x_hi = 10f64.powf(x_max.log10().ceil());
     let y_hi = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(10.0, f64::max) * 1.1;
     let mut c =
-        Chart::new(Axis::log("percentile", (1.0, x_hi), percentile), Axis::linear("microseconds", (0.0, y_hi), us));
+        Chart::new(Axis::log("percentile", (1.0, x_hi), percentile), Axis::linear(which.axis(), (0.0, y_hi), us));
     if lines.is_empty() {
         c.placeholder = Some(format!("no {}", if which == Which::Rtt { "heartbeat replies" } else { "connects" }));
     }
@@ -411,7 +420,7 @@ fn rtt_over_time(runs: &[Run]) -> Chart {
     let y_hi = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(10.0, f64::max) * 1.1;
     let mut c = Chart::new(
         Axis::linear("seconds since the start", (0.0, last_t(runs)), secs),
-        Axis::linear("microseconds", (0.0, y_hi), us),
+        Axis::linear("round trip", (0.0, y_hi), us),
     );
     if lines.is_empty() {
         c.placeholder = Some("no per-second round trips in this report".into());
@@ -510,7 +519,7 @@ fn secs(v: f64) -> String {
 }
 
 fn us(v: f64) -> String {
-    micros(v.max(0.0).round() as u64)
+    micros(v.max(0.0).round() as u64).replace(".0 ms", " ms").replace(".00 s", " s")
 }
 
 /// The percentile at x = 1/(1-p): 1 is 0%, 10 is 90%, 1000 is 99.9%.
@@ -537,6 +546,7 @@ mod tests {
         assert_eq!(percentile(1_000.0), "99.9%");
         assert_eq!(percentile(100_000.0), "99.999%");
         assert_eq!(secs(2.0), "2 s");
+        assert_eq!((us(500_000.0), us(2_500.0), us(3e6)), ("500 ms".into(), "2.5 ms".into(), "3 s".into()));
     }
 
     #[test]

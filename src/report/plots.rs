@@ -206,7 +206,7 @@ where
     let mut chart = ChartBuilder::on(&left)
         .margin(14)
         .x_label_area_size(48)
-        .y_label_area_size(76)
+        .y_label_area_size(88)
         .build_cartesian_2d(x, y)
         .context("building the chart")?;
     let (xfmt, yfmt) = (c.x.fmt, c.y.fmt);
