@@ -39,6 +39,9 @@ pub enum Command {
     /// Prove the claims one by one: small experiments on loopback, each with
     /// a verdict from what the kernel did and the evidence.
     Prove(crate::prove::Args),
+    /// Draw JSON reports of bench or load as one HTML page with plots
+    /// (several runs overlaid).
+    Report(crate::report::Args),
 }
 
 impl Command {
@@ -51,6 +54,7 @@ impl Command {
             Command::Load(a) => a.json.as_deref(),
             Command::Bench(a) => a.json.as_deref(),
             Command::Prove(a) => a.json.as_deref(),
+            Command::Report(_) => None,
         }
     }
 }
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => crate::load::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Prove(args) => crate::prove::run(args),
+        Command::Report(args) => crate::report::run(args),
     }
 }
 

@@ -25,9 +25,10 @@
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
 //! | [`serve`] | the server that holds connections, on the engine |
-//! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes |
+//! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes, the per-second timeline |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
+//! | [`report`] | `tcpmax report`: JSON reports drawn as one self-contained HTML page with SVG plots |
 //! | `sys` (crate-private) | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
@@ -42,6 +43,7 @@ pub mod machine;
 pub mod output;
 pub mod procfs;
 pub mod prove;
+pub mod report;
 pub mod serve;
 #[allow(unsafe_code)]
 pub(crate) mod sys;

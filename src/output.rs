@@ -36,6 +36,12 @@ pub fn human(json: Option<&Path>) -> Box<dyn Write> {
     if is_stdout(json) { Box::new(io::stderr()) } else { Box::new(io::stdout()) }
 }
 
+/// The layout version of the JSON reports of `bench` and `load`
+/// (`report_version`): 2 added the timeline's wall clock, failures by
+/// cause, memory and shards; a report without the field is version 1.
+/// `tcpmax report` reads every version up to this one.
+pub const REPORT_VERSION: u32 = 2;
+
 /// Writes `value` as pretty JSON to `dest` (`-` is stdout).
 pub fn write_json<T: Serialize>(dest: &Path, value: &T) -> anyhow::Result<()> {
     if dest == Path::new("-") {
@@ -84,6 +90,18 @@ pub fn check_writable(dest: &Path) -> crate::Result<()> {
         }
         Err(e) => Err(refuse(e.to_string())),
     }
+}
+
+/// Writes `text` to `dest` whole or not at all (a temporary file renamed).
+pub fn write_text(dest: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = tmp_path(dest);
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    };
+    write().with_context(|| format!("writing {}", dest.display()))
 }
 
 /// True when `dest` asks for stdout, so human output must go elsewhere.

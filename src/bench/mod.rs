@@ -50,6 +50,10 @@ pub struct Args {
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the report with its plots as one HTML page to FILE (what
+    /// `tcpmax report` draws from the JSON).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// Refuses a target the doctor says this machine cannot hold.
@@ -78,10 +82,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.force {
         check_target(args.count, &doctor)?;
     }
+    if let Some(path) = &args.report {
+        crate::report::check_writable(path)?;
+    }
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
     let mut human = output::human(args.json.as_deref());
     let report = bench(&args, &doctor, &mut *human)?;
-    output::emit(args.json.as_deref(), &report, &report.render())?;
+    if let Some(path) = &args.report {
+        crate::report::write_bench(path, &report)?;
+    }
+    let mut text = report.render();
+    if let Some(path) = &args.report {
+        text.push_str(&format!("  report              {} (open it in a browser)\n", path.display()));
+    }
+    output::emit(args.json.as_deref(), &report, &text)?;
     Ok(load_run::exit_code(report.interrupted, report.held >= args.count && report.failed == 0))
 }
 
@@ -191,6 +205,7 @@ fn assemble(
         None
     };
     BenchReport {
+        report_version: output::REPORT_VERSION,
         target: args.count,
         held,
         predicted: doctor.ceiling.loopback,
@@ -198,6 +213,7 @@ fn assemble(
         ramp_seconds: l.ramp_seconds,
         connect_rate_per_s: l.connect_rate_per_s,
         hold_seconds: l.hold_seconds,
+        predicted_bytes_per_connection: 2 * doctor.kernel_bytes_per_socket,
         kernel_bytes_per_connection: per(free0.saturating_sub(peak.free)),
         kernel_slab_bytes_per_connection: per(peak.slab.saturating_sub(slab0)),
         user_bytes_per_connection: per(peak.rss),
@@ -209,7 +225,7 @@ fn assemble(
         shards: Shards { server: server_shards, client: l.shards },
         teardown_seconds: l.teardown_seconds + server_drain.as_secs_f64(),
         interrupted: l.interrupted,
-        timeline: l.timeline.clone(),
+        timeline: l.timeline.iter().map(|s| s.with_server_shards(server_shards)).collect(),
         machine: Machine::read(),
     }
 }

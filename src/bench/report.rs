@@ -36,6 +36,8 @@ pub struct Shards {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// The layout version of this report ([`crate::output::REPORT_VERSION`]).
+    pub report_version: u32,
     /// Connections asked for.
     pub target: u64,
     /// Connections held at the peak (both ends established).
@@ -50,6 +52,8 @@ pub struct BenchReport {
     pub connect_rate_per_s: f64,
     /// Seconds held with heartbeats.
     pub hold_seconds: f64,
+    /// The doctor's kernel bytes per connection: two sockets on loopback.
+    pub predicted_bytes_per_connection: u64,
     /// Kernel memory per connection: fall of really free memory / held.
     pub kernel_bytes_per_connection: f64,
     /// Slab growth / held (the part of it in slab caches).

@@ -11,6 +11,8 @@
 //!   `--first-message`.
 //! - [`mod@run`] checks the arguments, runs the engine's client through ramp,
 //!   hold and teardown, and samples it once a second.
+//! - [`timeline`] builds one sample a second from the engine's counters,
+//!   the clock and memory readings, bounded on long runs.
 //! - [`report`] is the report: JSON and the human table.
 //! - [`target`] parses `HOST:PORT` addresses, resolves host names once and
 //!   states which addresses a load uses.
@@ -21,5 +23,6 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod target;
+pub mod timeline;
 
 pub use run::{Args, run};

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::explain::explain;
 use super::plan::Plan;
+pub use super::timeline::Sample;
 use crate::engine::stats::Errnos;
 use crate::machine::Machine;
 use crate::units::{group, human_bytes};
@@ -94,30 +95,11 @@ pub fn errno_rows(errors: &Errnos) -> Vec<ErrnoRow> {
         .collect()
 }
 
-/// One second of the run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Sample {
-    /// Seconds since the start.
-    pub t: f64,
-    /// Connections established now.
-    pub established: u64,
-    /// Connects in flight now.
-    pub connecting: u64,
-    /// Connections established during this second.
-    pub opened_per_s: f64,
-    /// Connect failures so far.
-    pub failed: u64,
-    /// Connections the server closed so far.
-    pub closed: u64,
-    /// Ping replies during this second.
-    pub pongs_per_s: f64,
-    /// Failures of all kinds so far.
-    pub errors: u64,
-}
-
 /// The whole report of `tcpmax load`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
+    /// The layout version of this report ([`crate::output::REPORT_VERSION`]).
+    pub report_version: u32,
     /// Destinations.
     pub targets: Vec<SocketAddr>,
     /// Connections asked for.

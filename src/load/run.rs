@@ -14,6 +14,7 @@ use super::bytes::parse_escaped;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
 use super::report::{LoadReport, Percentiles, Sample, errno_rows};
 use super::target::{self, Target};
+use super::timeline::Recorder;
 use crate::engine::client::{Client, ClientConfig, CloseMode};
 use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
@@ -284,9 +285,8 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     let count = load.client.count;
     let started = Instant::now();
     let mut client = Client::start(&load.client)?;
-    let mut timeline = Vec::new();
+    let mut timeline = Recorder::start(started, load.client.shards);
     let (mut peak, mut rss, mut peak_shards) = (0u64, 0u64, client.shards());
-    let mut last = (0.0f64, ShardStats::default());
     let mut ramp_end: Option<Instant> = None;
     let mut interrupted = false;
     let mut stopped_by: Option<String> = None;
@@ -313,22 +313,8 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
             client.start_heartbeats();
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
-        let secs = now.duration_since(started).as_secs_f64();
-        if secs - last.0 >= 1.0 {
-            let dt = secs - last.0;
-            let s = Sample {
-                t: (secs * 10.0).round() / 10.0,
-                established: t.open,
-                connecting: t.connecting,
-                opened_per_s: (t.opened - last.1.opened) as f64 / dt,
-                failed: t.failed,
-                closed: t.closed,
-                pongs_per_s: (t.pongs - last.1.pongs) as f64 / dt,
-                errors: t.errors.total(),
-            };
+        if let Some(s) = timeline.tick(now, &t, client.shards(), || client.hists().rtt_us) {
             tick(&s, &t);
-            timeline.push(s);
-            last = (secs, t.clone());
         }
         if crate::interrupt::requested().is_some() {
             interrupted = true;
@@ -361,6 +347,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         && fin.held_at_stop == count
         && (fin.closed == 0 || load.client.reconnect);
     Ok(LoadReport {
+        report_version: output::REPORT_VERSION,
         targets: unique_targets(&load.plan),
         count,
         plan: load.plan.clone(),
@@ -384,7 +371,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         pings_sent: fin.pings,
         pongs: fin.pongs,
         errors: errno_rows(&fin.errors),
-        timeline,
+        timeline: timeline.finish(),
         rss_anon_bytes: rss,
         rss_anon_bytes_per_connection: if peak == 0 { 0.0 } else { rss as f64 / peak as f64 },
         machine: Machine::read(),

@@ -1,0 +1,222 @@
+//! `tcpmax report` and `bench --report` driven as a binary: a real run's
+//! JSON drawn as a page, checked as XML (one SVG per plot, axes labelled,
+//! series drawn, nothing fetched), several runs overlaid, and bad inputs
+//! refused with the file named.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{tcpmax, validate};
+use serde_json::Value;
+
+/// A directory of its own, removed at the end.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(name: &str) -> Tmp {
+        let dir = std::env::temp_dir().join(format!("tcpmax-report-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Tmp(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const PALETTE: [&str; 2] = ["#4E79A7", "#F28E2B"];
+
+/// The axis descriptions each plot must carry.
+const AXES: [(&str, [&str; 2]); 7] = [
+    ("held", ["seconds since the start", "connections"]),
+    ("rate", ["seconds since the start", "connections per second"]),
+    ("memory", ["connections held", "bytes per connection"]),
+    ("rtt-spectrum", ["percentile", "round trip"]),
+    ("rtt-time", ["seconds since the start", "round trip"]),
+    ("failures", ["seconds since the start", "failures per second"]),
+    ("connect-spectrum", ["percentile", "connect latency"]),
+];
+
+fn texts(n: roxmltree::Node<'_, '_>) -> Vec<String> {
+    n.descendants().filter(|d| d.has_tag_name("text")).filter_map(|d| d.text()).map(|t| t.trim().to_string()).collect()
+}
+
+/// Polylines of `color` with at least two points.
+fn lines_of(n: roxmltree::Node<'_, '_>, color: &str) -> usize {
+    n.descendants()
+        .filter(|d| d.has_tag_name("polyline") && d.attribute("stroke") == Some(color))
+        .filter(|d| d.attribute("points").is_some_and(|p| p.split_whitespace().count() >= 2))
+        .count()
+}
+
+/// Parses the page as XML and checks its structure; returns the legend and
+/// tick texts of each figure by id.
+fn check_page(path: &Path, runs: &[&str]) -> Vec<(String, Vec<String>)> {
+    let html = std::fs::read_to_string(path).unwrap();
+    let opts = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
+    let doc =
+        roxmltree::Document::parse_with_options(&html, opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Self-contained: no scripts, nothing linked or fetched.
+    for n in doc.descendants() {
+        assert!(!n.has_tag_name("script") && !n.has_tag_name("link"), "{:?}", n.tag_name());
+        assert!(n.attribute("src").is_none() && n.attribute("href").is_none(), "{:?} fetches", n.tag_name());
+    }
+    let header: Vec<String> = doc.descendants().filter(|n| n.has_tag_name("th")).flat_map(texts_or_own).collect();
+    for run in runs {
+        assert!(header.iter().any(|h| h == run), "run {run} in the tables: {header:?}");
+    }
+    let figures: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("figure")).collect();
+    let svgs = doc.descendants().filter(|n| n.has_tag_name("svg")).count();
+    assert_eq!(figures.len(), AXES.len(), "figures");
+    assert_eq!(svgs, figures.len(), "one <svg> per plot");
+    let mut out = Vec::new();
+    for (f, (id, axes)) in figures.iter().zip(AXES) {
+        assert_eq!(f.attribute("id"), Some(id));
+        assert_eq!(f.descendants().filter(|n| n.has_tag_name("svg")).count(), 1, "{id}");
+        let t = texts(*f);
+        for axis in axes {
+            assert!(t.iter().any(|x| x == axis), "{id}: axis {axis:?} not in {t:?}");
+        }
+        out.push((id.to_string(), t));
+    }
+    out
+}
+
+fn texts_or_own(n: roxmltree::Node<'_, '_>) -> Vec<String> {
+    n.descendants().filter_map(|d| d.text()).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+}
+
+fn figure<'a>(doc: &'a roxmltree::Document<'a>, id: &str) -> roxmltree::Node<'a, 'a> {
+    doc.descendants().find(|n| n.has_tag_name("figure") && n.attribute("id") == Some(id)).unwrap()
+}
+
+fn parse(html: &str) -> roxmltree::Document<'_> {
+    roxmltree::Document::parse_with_options(html, roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() })
+        .unwrap()
+}
+
+#[test]
+fn a_real_run_is_drawn_with_every_plot() {
+    let dir = Tmp::new("run");
+    let (json, bench_html) = (dir.path("run.json"), dir.path("bench.html"));
+    let out = tcpmax(&["bench", "-c", "2k", "--hold", "1s", "--json", s(&json), "--report", s(&bench_html)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    validate("bench", &r);
+    // The timeline's new fields, from a real run.
+    let first = &r["timeline"][0];
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let unix_ms = first["unix_ms"].as_u64().unwrap();
+    assert!(unix_ms <= now_ms && now_ms - unix_ms < 600_000, "unix_ms {unix_ms}, now {now_ms}");
+    assert!(first["failures"].is_object() && first["user_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(first["shards"]["server"], r["shards"]["server"]);
+    assert!(r["predicted_bytes_per_connection"].as_u64().unwrap() > 1000);
+
+    // bench --report wrote the page of the same run.
+    check_page(&bench_html, &["bench -c 2k"]);
+
+    // tcpmax report draws it from the JSON.
+    let page = dir.path("page.html");
+    let out = tcpmax(&["report", s(&json), "-o", s(&page)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 plots"));
+    check_page(&page, &["run"]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    let doc = parse(&html);
+    // Series are drawn: the held line, the spectrum's points, the memory bands.
+    assert!(lines_of(figure(&doc, "held"), PALETTE[0]) >= 1, "held line");
+    assert!(lines_of(figure(&doc, "rate"), PALETTE[0]) >= 1, "rate line");
+    assert!(figure(&doc, "connect-spectrum").descendants().any(|n| n.has_tag_name("circle")), "spectrum points");
+    let memory = figure(&doc, "memory");
+    assert!(
+        memory.descendants().any(|n| n.has_tag_name("polygon") || n.has_tag_name("circle")),
+        "memory drawn: {:?}",
+        texts(memory)
+    );
+    assert!(texts(memory).iter().any(|t| t.starts_with("doctor: kernel")), "the doctor's prediction");
+
+    // Two runs overlaid: one colour each, both in the legend.
+    let other = dir.path("other.json");
+    std::fs::copy(&json, &other).unwrap();
+    let two = dir.path("two.html");
+    let out = tcpmax(&["report", s(&json), s(&other), "-o", s(&two)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_page(&two, &["run", "other"]);
+    let html = std::fs::read_to_string(&two).unwrap();
+    let doc = parse(&html);
+    let held = figure(&doc, "held");
+    assert!(lines_of(held, PALETTE[0]) >= 1 && lines_of(held, PALETTE[1]) >= 1, "one colour per run");
+    let legend = texts(held);
+    assert!(legend.iter().any(|t| t == "run") && legend.iter().any(|t| t == "other"), "{legend:?}");
+
+    // The same report claiming a newer layout is refused, named.
+    let mut newer = r.clone();
+    newer["report_version"] = 3.into();
+    let newer_path = dir.path("newer.json");
+    std::fs::write(&newer_path, newer.to_string()).unwrap();
+    let out = tcpmax(&["report", s(&json), s(&newer_path), "-o", s(&dir.path("x.html"))]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(s(&newer_path)) && err.contains("version 3"), "{err}");
+    assert!(!dir.path("x.html").exists());
+}
+
+#[test]
+fn bad_inputs_exit_2_naming_the_file() {
+    let dir = Tmp::new("bad");
+    let doctor = tcpmax(&["doctor", "--json", "-"]);
+    assert!(doctor.status.success());
+    let good = r#"{"report_version": 2, "target": 10, "held": 10, "timeline": []}"#;
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("not-json.json", b"held: 10\n", "is not JSON"),
+        ("truncated.json", &good.as_bytes()[..40], "is truncated"),
+        ("empty.json", b"", "is empty"),
+        ("doctor.json", &doctor.stdout, "not the report of a run"),
+        ("newer.json", br#"{"report_version": 7, "target": 10, "held": 10}"#, "version 7"),
+    ];
+    let good_path = dir.path("good.json");
+    std::fs::write(&good_path, good).unwrap();
+    let html = dir.path("out.html");
+    for (name, content, why) in cases {
+        let path = dir.path(name);
+        std::fs::write(&path, content).unwrap();
+        let out = tcpmax(&["report", s(&good_path), s(&path), "-o", s(&html)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(s(&path)) && err.contains(why), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!html.exists(), "{name}: nothing written");
+    }
+    let missing = dir.path("missing.json");
+    let out = tcpmax(&["report", s(&missing), "-o", s(&html)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(s(&missing)));
+    // The good one alone is drawn.
+    let out = tcpmax(&["report", s(&good_path), "-o", s(&html)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_page(&html, &["good"]);
+}
+
+#[test]
+fn an_unwritable_report_path_is_refused_before_the_run() {
+    let out = tcpmax(&["bench", "-c", "1k", "--report", "/nonexistent-dir/r.html"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write /nonexistent-dir/r.html"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("bench:"), "no run started");
+    let out = tcpmax(&["report", "x.json", "-o", "/nonexistent-dir/r.html"]);
+    assert_eq!(out.status.code(), Some(2));
+}
