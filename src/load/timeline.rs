@@ -290,6 +290,13 @@ impl Recorder {
         Some(s)
     }
 
+    /// The sample of a server's second (`serve`): no client, no round
+    /// trips, `server_shards` running.
+    pub fn tick_server(&mut self, now: Instant, t: &ShardStats, server_shards: usize) -> Option<Sample> {
+        self.shards.server = Some(server_shards);
+        self.tick(now, t, 0, crate::engine::shard::new_hist)
+    }
+
     /// The timeline of the run.
     pub fn finish(self) -> Vec<Sample> {
         self.timeline.finish()

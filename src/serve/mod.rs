@@ -95,6 +95,8 @@ pub struct Summary {
     pub stopped_by: &'static str,
     /// Counters at the end.
     pub totals: ShardStats,
+    /// One sample a second (established is the connections open).
+    pub timeline: Vec<crate::load::timeline::Sample>,
     /// Where it ran.
     pub machine: crate::machine::Machine,
 }
@@ -182,6 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut peak = 0;
     let mut last = (Instant::now(), 0u64, u64::MAX);
+    let mut timeline = crate::load::timeline::Recorder::start(started, 0);
     let mut next_status = Instant::now();
     let signal = loop {
         let look = if last.2 == last.1 { IDLE_LOOK } else { BUSY_LOOK };
@@ -191,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("serve: {w}");
         }
         peak = peak.max(t.open);
+        timeline.tick_server(Instant::now(), &t, server.shards());
         let now = Instant::now();
         if now >= next_status {
             next_status = now + IDLE_LOOK;
@@ -227,6 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => "duration",
         },
         totals,
+        timeline: timeline.finish(),
         machine: crate::machine::Machine::read(),
     };
     let mut text = Vec::new();
