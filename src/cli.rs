@@ -29,12 +29,15 @@ pub enum Command {
     /// Hold a huge number of TCP connections (sharded over many fd tables).
     Serve(crate::serve::Args),
     /// Open and hold connections against any TCP server.
-    Load(crate::load::Args),
+    Load(crate::load::CommandLine),
     /// Prove the ceiling: serve and load on loopback, ramp, hold, report.
     Bench(crate::bench::Args),
     /// Prove the claims one by one: small experiments on loopback, each with
     /// a verdict from what the kernel did and the evidence.
     Prove(crate::prove::Args),
+    /// Merge the reports of the agents of one plan (`load --agents N`)
+    /// into one: sums, exact percentiles, a row per agent.
+    Merge(crate::merge::Args),
 }
 
 /// Runs the parsed command line.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => crate::load::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Prove(args) => crate::prove::run(args),
+        Command::Merge(args) => crate::merge::run(args),
     }
 }
 

@@ -24,7 +24,8 @@
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
 //! | [`serve`] | the server that holds connections, on the engine |
-//! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
+//! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes, agents' shares of one plan |
+//! | [`merge`] | `tcpmax merge`: the agents' reports of one plan into one, with exact percentiles |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
@@ -37,6 +38,7 @@ pub mod engine;
 pub mod error;
 pub mod load;
 pub mod machine;
+pub mod merge;
 pub mod output;
 pub mod procfs;
 pub mod prove;

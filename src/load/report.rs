@@ -6,17 +6,19 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use hdrhistogram::{Counter, Histogram};
+use serde::{Deserialize, Serialize};
 
+use super::agent::AgentInfo;
 use super::explain::explain;
+use super::hist::Histograms;
 use super::plan::Plan;
 use crate::engine::stats::Errnos;
 use crate::machine::Machine;
 use crate::units::{group, human_bytes};
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples recorded.
     pub count: u64,
@@ -32,7 +34,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// The percentiles of a histogram (all zero when it is empty).
-    pub fn of(h: &Histogram<u32>) -> Percentiles {
+    pub fn of<T: Counter>(h: &Histogram<T>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
@@ -95,10 +97,12 @@ pub fn errno_rows(errors: &Errnos) -> Vec<ErrnoRow> {
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the start.
     pub t: f64,
+    /// Wall-clock time of the sample, ms since the Unix epoch.
+    pub unix_ms: u64,
     /// Connections established now.
     pub established: u64,
     /// Connects in flight now.
@@ -154,6 +158,8 @@ pub struct LoadReport {
     pub connect_latency_us: Percentiles,
     /// Ping (or message) round-trip time.
     pub ping_rtt_us: Percentiles,
+    /// Both latency histograms whole (HDR V2, base64), for `tcpmax merge`.
+    pub histograms: Histograms,
     /// Pings (or messages) sent.
     pub pings_sent: u64,
     /// Replies received.
@@ -166,8 +172,15 @@ pub struct LoadReport {
     pub rss_anon_bytes: u64,
     /// The same per connection at peak.
     pub rss_anon_bytes_per_connection: f64,
+    /// Which agent of which whole plan this run was.
+    pub agent: AgentInfo,
     /// Where it ran.
     pub machine: Machine,
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn unix_ms_now() -> u64 {
+    super::agent::unix_ms(std::time::SystemTime::now())
 }
 
 impl LoadReport {

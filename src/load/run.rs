@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
+use super::agent::{AgentInfo, CommandLine, INDEX_ENV, Waited, wait_until};
 use super::bytes::parse_escaped;
+use super::hist::Histograms;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
-use super::report::{LoadReport, Percentiles, Sample, errno_rows};
+use super::report::{LoadReport, Percentiles, Sample, errno_rows, unix_ms_now};
 use crate::engine::client::{Client, ClientConfig, CloseMode};
 use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
@@ -97,6 +99,8 @@ pub struct Load {
     pub client: ClientConfig,
     /// How long to hold.
     pub hold: Duration,
+    /// Which agent of which whole plan.
+    pub agent: AgentInfo,
 }
 
 /// Checks the arguments and computes the plan, before any socket opens.
@@ -127,7 +131,7 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
         reconnect: args.reconnect,
         close: args.close,
     };
-    Ok(Load { plan, client, hold: args.hold })
+    Ok(Load { plan, client, hold: args.hold, agent: AgentInfo::single(args) })
 }
 
 /// What a caller of [`execute`] hooks into the run.
@@ -180,6 +184,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
             let dt = secs - last.0;
             let s = Sample {
                 t: (secs * 10.0).round() / 10.0,
+                unix_ms: unix_ms_now(),
                 established: t.open,
                 connecting: t.connecting,
                 opened_per_s: (t.opened - last.1.opened) as f64 / dt,
@@ -227,12 +232,14 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
         ping_rtt_us: Percentiles::of(&hists.rtt_us),
+        histograms: Histograms::of(&hists)?,
         pings_sent: fin.pings,
         pongs: fin.pongs,
         errors: errno_rows(&fin.errors),
         timeline,
         rss_anon_bytes: rss,
         rss_anon_bytes_per_connection: if peak == 0 { 0.0 } else { rss as f64 / peak as f64 },
+        agent: load.agent.clone(),
         machine: Machine::read(),
     })
 }
@@ -248,22 +255,50 @@ fn unique_targets(plan: &Plan) -> Vec<SocketAddr> {
 }
 
 /// Runs `tcpmax load`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: CommandLine) -> anyhow::Result<ExitCode> {
     process::block_signals(&[SIGINT, SIGTERM]).context("blocking SIGINT/SIGTERM")?;
-    let load = prepare(&args)?;
+    let CommandLine { load: args, agent } = cmd;
+    let mine = agent.resolve(args, std::env::var_os(INDEX_ENV), SystemTime::now())?;
+    let args = mine.args;
+    let mut load = prepare(&args)?;
+    load.agent = mine.info;
     let json_to_stdout = output::is_stdout(args.json.as_deref());
-    let mut human: Box<dyn std::io::Write> =
-        if json_to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let mut human: Box<dyn std::io::Write> = match (agent.quiet, json_to_stdout) {
+        (true, _) => Box::new(std::io::sink()),
+        (false, true) => Box::new(std::io::stderr()),
+        (false, false) => Box::new(std::io::stdout()),
+    };
+    if agent.agents.is_some() {
+        write!(human, "{}", load.agent.render())?;
+    }
+    if let Some((lo, hi)) = mine.sources {
+        writeln!(human, "  sources {lo}-{hi} (agents on one host take disjoint loopback ranges)")?;
+    }
     write!(human, "{}", plan::render(&load.plan))?;
     writeln!(human, "shards {} (each its own fd table)", load.client.shards)?;
     human.flush()?;
+    if let Some(at) = agent.start_at {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        let stamp = humantime::format_rfc3339_millis(at);
+        writeln!(human, "waiting for the start at {stamp} (in {:.1} s)", left.as_secs_f64())?;
+        human.flush()?;
+        if let Waited::Signal(sig) = wait_until(at, &[SIGINT, SIGTERM])? {
+            eprintln!("tcpmax: interrupted while waiting for the start: no connection was opened");
+            return Ok(ExitCode::from(128 + sig as u8));
+        }
+    }
+    load.agent.ramp_start_unix_ms = unix_ms_now();
 
-    let tty = output::stderr_is_tty();
+    let tty = output::stderr_is_tty() && !agent.quiet;
     let count = load.client.count;
     let report = execute(
         &load,
         Hooks {
-            tick: &mut |s: &Sample, t: &ShardStats| progress(s, t, count, tty),
+            tick: &mut |s: &Sample, t: &ShardStats| {
+                if !agent.quiet {
+                    progress(s, t, count, tty)
+                }
+            },
             stop: &mut || process::wait_signal(&[SIGINT, SIGTERM], Duration::ZERO).ok().flatten().is_some(),
             guard: &mut || None,
             at_peak: &mut |_| {},
