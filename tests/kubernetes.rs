@@ -30,8 +30,11 @@ fn validate(dir: &Path) -> Output {
     Command::new("python3").arg(manifests().join("validate.py")).arg(dir).output().unwrap()
 }
 
-/// A copy of the manifests with each `(file, from, to)` edit made once.
-fn broken(name: &str, edits: &[(&str, &str, &str)]) -> PathBuf {
+/// `(file, from, to)`: `from` replaced by `to` once in `file`.
+type Edit<'a> = (&'a str, &'a str, &'a str);
+
+/// A copy of the manifests with each edit made.
+fn broken(name: &str, edits: &[Edit]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tcpmax-k8s-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -60,7 +63,7 @@ fn manifests_are_valid_and_a_broken_one_fails() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("ok: "), "{stdout}");
 
-    let cases: [(&str, &[(&str, &str, &str)], &str); 7] = [
+    let cases: [(&str, &[Edit], &str); 7] = [
         (
             "misspelt",
             &[("agents.yaml", "  completionMode: Indexed", "  completionsMode: Indexed")],
