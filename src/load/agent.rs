@@ -63,7 +63,7 @@ pub struct AgentArgs {
     pub start_at: Option<SystemTime>,
     /// Print nothing but the JSON report and errors (for `--json -`
     /// collected with `kubectl logs`, which mixes stdout and stderr).
-    #[arg(long)]
+    #[arg(long, requires = "json")]
     pub quiet: bool,
 }
 

@@ -105,8 +105,10 @@ fn the_index_comes_from_the_flag_or_the_job() {
     assert!(why.contains("agent index 4 (from JOB_COMPLETION_INDEX) is out of range for --agents 4"), "{why}");
     let why = input_error(resolve(&["10.0.0.1:9000", "--agents", "0", "--agent-index", "0"], None));
     assert!(why.contains("at least 1"), "{why}");
-    // --agent-index alone is a usage error of clap's.
+    // --agent-index alone, or --quiet with no JSON to print, is a usage error of clap's.
     assert!(Cli::try_parse_from(["tcpmax", "load", "10.0.0.1:9000", "--agent-index", "1"]).is_err());
+    assert!(Cli::try_parse_from(["tcpmax", "load", "10.0.0.1:9000", "--quiet"]).is_err());
+    assert!(Cli::try_parse_from(["tcpmax", "load", "10.0.0.1:9000", "--quiet", "--json", "-"]).is_ok());
 }
 
 #[test]
