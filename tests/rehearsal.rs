@@ -23,7 +23,9 @@ fn n(v: &Value, path: &str) -> u64 {
 #[test]
 fn four_agent_hosts_merge_into_one_report() {
     let dir = std::env::temp_dir().join(format!("tcpmax-rehearsal-{}", std::process::id()));
-    let plan = Plan { agents: 4, count: 8_000, hold: "1s".into(), ports: 2, start_in: Duration::from_secs(2), dir };
+    // A 3 s hold gives whole wall-clock seconds in which every agent has a
+    // sample (the first and last second of a merged timeline are partial).
+    let plan = Plan { agents: 4, count: 8_000, hold: "3s".into(), ports: 2, start_in: Duration::from_secs(2), dir };
     let outcome = match rehearse(&plan) {
         Ok(o) => o,
         Err(Setup::Skip(why)) => {
@@ -44,6 +46,9 @@ fn four_agent_hosts_merge_into_one_report() {
         assert_eq!(n(r, "/agent/whole/start_at_unix_ms"), outcome.start_at_unix_ms);
         // Each host connects from its own address: the kernel's pick.
         assert_eq!(n(r, "/plan/sources"), 0);
+        // The agent waited for the common instant (spawned 2 s before it).
+        let late = n(r, "/agent/ramp_start_unix_ms") as i64 - outcome.start_at_unix_ms as i64;
+        assert!((0..1_000).contains(&late), "agent {k} started {late} ms after the common start");
     }
     assert_eq!(n(m, "/held_at_end"), 8_000, "{}", outcome.merge_text);
     assert_eq!(n(m, "/peak_established"), 8_000, "{}", outcome.merge_text);
@@ -51,7 +56,8 @@ fn four_agent_hosts_merge_into_one_report() {
     assert_eq!(n(m, "/connect_latency_us/count"), 8_000);
     assert_eq!(m["agents"].as_array().unwrap().len(), 4);
     assert_eq!(outcome.server_peak, 8_000, "the server held them all at once");
-    assert!(n(m, "/start_skew_ms") < 50, "ramps {:#}", m["agents"]);
+    // Loose for a busy CI machine; the benchmark records the real skew.
+    assert!(n(m, "/start_skew_ms") < 250, "ramps {:#}", m["agents"]);
     assert!(outcome.merge_text.contains("4 of 4 agents of one plan: 8,000 connections"), "{}", outcome.merge_text);
     let _ = std::fs::remove_dir_all(&plan.dir);
 }
