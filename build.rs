@@ -1,9 +1,17 @@
 //! Records the git commit the binary was built from, for the `machine`
-//! section of reports ("unknown" outside a git checkout).
+//! section of reports ("unknown" outside a git checkout). A build without
+//! the repository (the Dockerfile's) gives it as `TCPMAX_COMMIT`.
 
 use std::process::Command;
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=TCPMAX_COMMIT");
+    if let Ok(given) = std::env::var("TCPMAX_COMMIT")
+        && !given.trim().is_empty()
+    {
+        println!("cargo:rustc-env=TCPMAX_COMMIT={}", given.trim());
+        return;
+    }
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

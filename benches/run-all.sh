@@ -35,5 +35,8 @@ echo "== serve holding 500k; shard cost"
 cargo bench --bench serve_hold -- --count 500k --json "$out/serve_hold_500k.json" >/dev/null
 cargo bench --bench shard_cost -- --shards 32 --json "$out/shard_cost.json" >/dev/null
 
+echo "== load from many hosts rehearsed: 4 agent namespaces, 400k in total, merged (needs root and ip)"
+cargo bench --bench rehearsal -- --agents 4 --count 400k --hold 10s --json "$out/rehearsal_400k.json" >/dev/null
+
 echo "== the ignored stress tests (one source IP past 65,535, ...)"
 cargo test --release -- --ignored

@@ -100,7 +100,27 @@ def servers():
     print(f"\n{r['nginx_version']}. Machine: {machine_line(r['machine'])}.")
 
 
+def rehearsal():
+    r = load("rehearsal_400k.json")
+    if r is None:
+        return
+    print("| agent | share | held at end | failed | ramp s | ramp start after --start-at, ms | start skew ms | connect p99 us |")
+    print("|---|---|---|---|---|---|---|---|")
+    for a in r["agent_rows"]:
+        print(f"| {a['index']} | {g(a['share'])} | {g(a['held_at_end'])} | {g(a['failed'])} | {a['ramp_seconds']:.1f} | "
+              f"{a['late_ms']} | {a['start_skew_ms']} | {g(a['connect_p99_us'])} |")
+    c = r["connect_latency_us"]
+    print(f"| merged | {g(r['count'])} | {g(r['held_at_end'])} | {g(r['failed'])} | - | - | {r['start_skew_ms']} | "
+          f"{g(c['p99'])} |")
+    print(f"\nMerged connect latency over {g(c['count'])} connects: p50 {g(c['p50'])} us, p99 {g(c['p99'])} us, "
+          f"p99.9 {g(c['p999'])} us, max {g(c['max'])} us; equal to the four agents' histograms added by the "
+          f"benchmark itself: {str(r['percentiles_equal_added_histograms']).lower()}. The server's status line showed "
+          f"{g(r['server_peak'])} at once; the merged timeline peaks at {g(r['peak_established'])}.")
+    print(f"\nMachine: {machine_line(r['machine'])}.")
+
+
 if __name__ == "__main__":
-    for title, f in [("bench", bench_rows), ("ramp", ramp), ("rounds", rounds), ("servers", servers)]:
+    for title, f in [("bench", bench_rows), ("ramp", ramp), ("rounds", rounds), ("servers", servers),
+                     ("rehearsal", rehearsal)]:
         print(f"\n## {title}\n")
         f()

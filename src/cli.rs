@@ -33,7 +33,7 @@ pub enum Command {
     /// Hold a huge number of TCP connections (sharded over many fd tables).
     Serve(crate::serve::Args),
     /// Open and hold connections against any TCP server.
-    Load(crate::load::Args),
+    Load(crate::load::CommandLine),
     /// Prove the ceiling: serve and load on loopback, ramp, hold, report.
     Bench(crate::bench::Args),
     /// Prove the claims one by one: small experiments on loopback, each with
@@ -42,6 +42,9 @@ pub enum Command {
     /// Draw JSON reports of bench or load as one HTML page with plots
     /// (several runs overlaid).
     Report(crate::report::Args),
+    /// Merge the reports of the agents of one plan (`load --agents N`)
+    /// into one: sums, exact percentiles, a row per agent.
+    Merge(crate::merge::Args),
 }
 
 impl Command {
@@ -51,10 +54,11 @@ impl Command {
             Command::Doctor(a) => a.json.as_deref(),
             Command::Calc(a) => a.json.as_deref(),
             Command::Serve(a) => a.json.as_deref(),
-            Command::Load(a) => a.json.as_deref(),
+            Command::Load(a) => a.load.json.as_deref(),
             Command::Bench(a) => a.json.as_deref(),
             Command::Prove(a) => a.json.as_deref(),
             Command::Report(_) => None,
+            Command::Merge(a) => a.json.as_deref(),
         }
     }
 }
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => crate::bench::run(args),
         Command::Prove(args) => crate::prove::run(args),
         Command::Report(args) => crate::report::run(args),
+        Command::Merge(args) => crate::merge::run(args),
     }
 }
 

@@ -25,7 +25,8 @@
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
 //! | [`serve`] | the server that holds connections, on the engine |
-//! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes, the per-second timeline |
+//! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes, the per-second timeline, agents' shares of one plan |
+//! | [`merge`] | `tcpmax merge`: the agents' reports of one plan into one, with exact percentiles |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
 //! | [`report`] | `tcpmax report`: JSON reports drawn as one self-contained HTML page with SVG plots |
@@ -40,6 +41,7 @@ pub mod error;
 pub mod interrupt;
 pub mod load;
 pub mod machine;
+pub mod merge;
 pub mod output;
 pub mod procfs;
 pub mod prove;

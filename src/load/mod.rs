@@ -7,6 +7,10 @@
 //!   fix.
 //! - [`explain`] says what each errno means during a load run and what to
 //!   change.
+//! - [`agent`] runs one agent's share of a plan split over many hosts and
+//!   lines the agents' ramps up on one wall-clock instant.
+//! - [`hist`] carries the latency histograms in the report (HDR V2,
+//!   base64), so that `tcpmax merge` adds them exactly.
 //! - [`bytes`] parses the payload escapes of `--message` and
 //!   `--first-message`.
 //! - [`mod@run`] checks the arguments, runs the engine's client through ramp,
@@ -17,12 +21,15 @@
 //! - [`target`] parses `HOST:PORT` addresses, resolves host names once and
 //!   states which addresses a load uses.
 
+pub mod agent;
 pub mod bytes;
 pub mod explain;
+pub mod hist;
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod target;
 pub mod timeline;
 
+pub use agent::CommandLine;
 pub use run::{Args, run};

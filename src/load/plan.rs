@@ -35,6 +35,7 @@
 //!   uses 127.0.0.1, 127.0.0.2, ... as many as the plan needs
 //!   ([`auto_loopback_sources`]). IPv6 has a single loopback address, `::1`.
 
+pub mod agents;
 mod refuse;
 mod source;
 #[cfg(test)]
@@ -219,19 +220,29 @@ pub fn auto_loopback_sources(count: u64, targets: &[SocketAddr], usable_ports: u
     if targets.is_empty() || !targets.iter().all(|t| t.ip().is_loopback()) {
         return Vec::new();
     }
-    let d4 = targets.iter().filter(|t| t.is_ipv4()).count() as u64;
-    let d6 = targets.len() as u64 - d4;
-    let mut out = Vec::new();
-    if d4 > 0 {
-        let pairs_needed = count.div_ceil(budget.per_pair(usable_ports).max(1));
-        let wanted = pairs_needed.saturating_sub(d6).div_ceil(d4);
-        let n = wanted.clamp(1, MAX_SOURCES) as u32;
-        out.extend((0..n).map(|k| IpAddr::V4(Ipv4Addr::from(0x7f00_0001 + k))));
-    }
-    if d6 > 0 {
+    let n = auto_loopback4_count(count, &targets, usable_ports, budget) as u32;
+    let mut out: Vec<IpAddr> = (0..n).map(|k| IpAddr::V4(Ipv4Addr::from(agents::LOOPBACK_FIRST + k))).collect();
+    if targets.iter().any(SocketAddr::is_ipv6) {
         out.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
     }
     out
+}
+
+/// How many IPv4 loopback sources [`auto_loopback_sources`] takes for
+/// `count`: 0 when a target is not loopback or none is IPv4, else at least 1
+/// and at most [`MAX_SOURCES`].
+pub fn auto_loopback4_count(count: u64, targets: &[SocketAddr], usable_ports: u64, budget: PairBudget) -> u64 {
+    let targets = distinct(targets);
+    if targets.is_empty() || !targets.iter().all(|t| t.ip().is_loopback()) {
+        return 0;
+    }
+    let d4 = targets.iter().filter(|t| t.is_ipv4()).count() as u64;
+    if d4 == 0 {
+        return 0;
+    }
+    let d6 = targets.len() as u64 - d4;
+    let pairs_needed = count.div_ceil(budget.per_pair(usable_ports).max(1));
+    pairs_needed.saturating_sub(d6).div_ceil(d4).clamp(1, MAX_SOURCES)
 }
 
 /// Usable local ports per pair on this machine: `ip_local_port_range`

@@ -6,10 +6,12 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use hdrhistogram::{Counter, Histogram};
+use serde::{Deserialize, Serialize};
 
+use super::agent::AgentInfo;
 use super::explain::explain;
+use super::hist::Histograms;
 use super::plan::Plan;
 pub use super::timeline::Sample;
 use crate::engine::stats::Errnos;
@@ -17,7 +19,7 @@ use crate::machine::Machine;
 use crate::units::{group, human_bytes};
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples recorded.
     pub count: u64,
@@ -33,7 +35,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// The percentiles of a histogram (all zero when it is empty).
-    pub fn of(h: &Histogram<u32>) -> Percentiles {
+    pub fn of<T: Counter>(h: &Histogram<T>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
@@ -140,6 +142,8 @@ pub struct LoadReport {
     pub connect_latency_us: Percentiles,
     /// Ping (or message) round-trip time.
     pub ping_rtt_us: Percentiles,
+    /// Both latency histograms whole (HDR V2, base64), for `tcpmax merge`.
+    pub histograms: Histograms,
     /// Pings (or messages) sent.
     pub pings_sent: u64,
     /// Replies received.
@@ -152,8 +156,15 @@ pub struct LoadReport {
     pub rss_anon_bytes: u64,
     /// The same per connection at peak.
     pub rss_anon_bytes_per_connection: f64,
+    /// Which agent of which whole plan this run was.
+    pub agent: AgentInfo,
     /// Where it ran.
     pub machine: Machine,
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn unix_ms_now() -> u64 {
+    super::agent::unix_ms(std::time::SystemTime::now())
 }
 
 impl LoadReport {

@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
+use super::agent::{AgentInfo, CommandLine, INDEX_ENV, Waited, wait_until};
 use super::bytes::parse_escaped;
+use super::hist::Histograms;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
-use super::report::{LoadReport, Percentiles, Sample, errno_rows};
+use super::report::{LoadReport, Percentiles, Sample, errno_rows, unix_ms_now};
 use super::target::{self, Target};
 use super::timeline::Recorder;
 use crate::engine::client::{Client, ClientConfig, CloseMode};
@@ -209,6 +211,8 @@ pub struct Load {
     /// What each target given by name resolved to and which addresses are
     /// used, one line each.
     pub notes: Vec<String>,
+    /// Which agent of which whole plan.
+    pub agent: AgentInfo,
 }
 
 /// Checks the request and computes the plan, before any socket opens.
@@ -256,7 +260,7 @@ pub fn prepare(args: &Spec) -> crate::Result<Load> {
         reconnect: args.reconnect,
         close: args.close,
     };
-    Ok(Load { plan, client, hold: args.hold, notes })
+    Ok(Load { plan, client, hold: args.hold, notes, agent: AgentInfo::single(args) })
 }
 
 /// What a caller of [`execute`] hooks into the run.
@@ -368,12 +372,14 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
         ping_rtt_us: Percentiles::of(&hists.rtt_us),
+        histograms: Histograms::of(&hists)?,
         pings_sent: fin.pings,
         pongs: fin.pongs,
         errors: errno_rows(&fin.errors),
         timeline: timeline.finish(),
         rss_anon_bytes: rss,
         rss_anon_bytes_per_connection: if peak == 0 { 0.0 } else { rss as f64 / peak as f64 },
+        agent: load.agent.clone(),
         machine: Machine::read(),
     })
 }
@@ -389,23 +395,48 @@ fn unique_targets(plan: &Plan) -> Vec<SocketAddr> {
 }
 
 /// Runs `tcpmax load`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: CommandLine) -> anyhow::Result<ExitCode> {
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
-    let load = prepare(&Spec::from(&args))?;
-    let mut human = output::human(args.json.as_deref());
+    let CommandLine { load: args, agent } = cmd;
+    let mine = agent.resolve(Spec::from(&args), std::env::var_os(INDEX_ENV), SystemTime::now())?;
+    let mut load = prepare(&mine.spec)?;
+    load.agent = mine.info;
+    let mut human: Box<dyn std::io::Write> =
+        if agent.quiet { Box::new(std::io::sink()) } else { output::human(args.json.as_deref()) };
     for note in &load.notes {
         writeln!(human, "{note}")?;
+    }
+    if agent.agents.is_some() {
+        write!(human, "{}", load.agent.render())?;
+    }
+    if let Some((lo, hi)) = mine.sources {
+        writeln!(human, "  sources {lo}-{hi} (agents on one host take disjoint loopback ranges)")?;
     }
     write!(human, "{}", plan::render(&load.plan))?;
     writeln!(human, "shards {} (each its own fd table)", load.client.shards)?;
     human.flush()?;
+    if let Some(at) = agent.start_at {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        let stamp = humantime::format_rfc3339_millis(at);
+        writeln!(human, "waiting for the start at {stamp} (in {:.1} s)", left.as_secs_f64())?;
+        human.flush()?;
+        if let Waited::Signal(sig) = wait_until(at) {
+            eprintln!("tcpmax: interrupted while waiting for the start: no connection was opened");
+            return Ok(ExitCode::from(128 + sig as u8));
+        }
+    }
+    load.agent.ramp_start_unix_ms = unix_ms_now();
 
-    let tty = output::stderr_is_tty();
+    let tty = output::stderr_is_tty() && !agent.quiet;
     let count = load.client.count;
     let report = execute(
         &load,
         Hooks {
-            tick: &mut |s: &Sample, t: &ShardStats| progress(s, t, count, tty),
+            tick: &mut |s: &Sample, t: &ShardStats| {
+                if !agent.quiet {
+                    progress(s, t, count, tty)
+                }
+            },
             guard: &mut || None,
             at_peak: &mut |_| {},
         },
@@ -413,7 +444,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if tty {
         eprintln!();
     }
-    output::emit(args.json.as_deref(), &report, &report.render())?;
+    match (agent.quiet, args.json.as_deref()) {
+        // --quiet: the JSON report alone (it requires --json).
+        (true, Some(dest)) => output::write_json(dest, &report)?,
+        _ => output::emit(args.json.as_deref(), &report, &report.render())?,
+    }
     Ok(exit_code(report.interrupted, report.goal_met))
 }
 

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::stats::ShardStats;
 use crate::machine;
@@ -34,7 +34,7 @@ use crate::machine;
 pub const MAX_SAMPLES: usize = 7_200;
 
 /// Shards (fd tables) at the time of a sample.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SampleShards {
     /// Client shards.
     pub client: usize,
@@ -43,7 +43,7 @@ pub struct SampleShards {
 }
 
 /// One second of the run (more on a decimated long run: `interval_s`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the start, at the end of the interval.
     pub t: f64,
