@@ -5,7 +5,16 @@
 //! discards; `echo` writes back with backpressure. Admission control refuses
 //! new connections (with RST) above `--max-conns` or above the memory
 //! watermark, and admits again below the low mark.
+//!
+//! Its headroom is measured once a second ([`headroom`]) against
+//! `--memory-budget`, else its cgroup's memory limit, else the machine, and
+//! shown in the status line and on `/metrics`; `--agent` tells a load
+//! balancer the same headroom with HAProxy's agent-check protocol
+//! ([`agent`]), so it steers new connections away before refusals start.
 
+pub mod agent;
+pub mod agent_port;
+pub mod headroom;
 pub mod metrics;
 pub mod server;
 pub mod shard;
@@ -59,6 +68,19 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Answer HAProxy's agent-check on this address: weight, drain and
+    /// maxconn from this backend's headroom.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub agent: Option<SocketAddr>,
+    /// This backend's own memory budget (64MiB): its footprint is its
+    /// anonymous RSS plus sockets held x the kernel's bytes per socket;
+    /// refused above it. Default: the cgroup's limit, else the machine.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// The agent's marks, shares of the limit in use: the weight falls above
+    /// FALL, drain at HIGH, admit again below LOW.
+    #[arg(long, value_name = "FALL,LOW,HIGH", default_value = "60%,65%,70%", value_parser = agent::parse_marks)]
+    pub agent_marks: agent::Marks,
     /// Number of shards (default: derived from --max-conns, or from the
     /// doctor's server ceiling, and the fd limit).
     #[arg(long)]
@@ -91,6 +113,8 @@ pub struct Summary {
     pub peak_open: u64,
     /// Counters at the end.
     pub totals: ShardStats,
+    /// Memory against its limit, and the agent's state changes.
+    pub headroom: headroom::Summary,
 }
 
 /// Decides the shard layout for `args` on this machine.
@@ -131,7 +155,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::start(&config)?;
     let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
-    announce(&server, plan, metrics.as_ref().map(|m| m.addr()))?;
+    let limit = plan.per_shard.saturating_mul(plan.shards as u64);
+    let mut throttle = headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, limit)?;
+    announce(&server, plan, metrics.as_ref().map(|m| m.addr()), &throttle)?;
 
     let live = args.status || output::stderr_is_tty();
     let tty = output::stderr_is_tty();
@@ -142,14 +168,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sig = process::wait_signal(&[SIGINT, SIGTERM], Duration::from_secs(1)).context("waiting for signals")?;
         let t = server.poll();
         peak = peak.max(t.open);
+        let view = throttle.tick(t.open);
+        if let Some(ok) = throttle.budget_admits() {
+            server.set_memory_ok(ok && (args.max_memory.is_none() || server.memory_ok()));
+        }
         if let Some(m) = &metrics {
-            m.update(metrics::render(&t, server.shards(), server.memory_ok()));
+            m.update(metrics::render_with(&t, server.shards(), server.memory_ok(), view.as_ref()));
         }
         if live {
             let now = Instant::now();
             let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
             last = (now, t.opened);
-            status_line(&t, rate, started.elapsed(), tty);
+            status_line(&t, rate, started.elapsed(), tty, &throttle.status());
         }
         if sig.is_some() || args.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -170,6 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         seconds: started.elapsed().as_secs_f64(),
         peak_open: peak.max(totals.opened.saturating_sub(totals.closed)),
         totals,
+        headroom: throttle.summary(),
     };
     // The JSON first: a closed stdout must not lose what was measured.
     if let Some(path) = &args.json {
@@ -181,7 +212,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+fn announce(
+    server: &Server,
+    plan: sizing::ShardPlan,
+    metrics: Option<SocketAddr>,
+    throttle: &headroom::Throttle,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for a in server.local_addrs() {
         let proto = if server.udp() { "tcp+udp" } else { "tcp" };
@@ -191,13 +227,14 @@ fn announce(server: &Server, plan: sizing::ShardPlan, metrics: Option<SocketAddr
     if let Some(m) = metrics {
         writeln!(out, "metrics http://{m}/metrics")?;
     }
+    throttle.announce(&mut out)?;
     out.flush()?;
     Ok(())
 }
 
-fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool) {
+fn status_line(t: &ShardStats, rate: f64, up: Duration, tty: bool, headroom: &str) {
     let line = format!(
-        "[{:>5}s] conns {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | errors: {}",
+        "[{:>5}s] conns {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | {headroom} | errors: {}",
         up.as_secs(),
         group(t.open),
         group(rate as u64),
@@ -223,5 +260,17 @@ fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         writeln!(w, "  udp datagrams       {}", group(t.udp_datagrams))?;
     }
     writeln!(w, "  errors              {}", t.errors.summary())?;
+    let h = &s.headroom;
+    writeln!(
+        w,
+        "  memory ({})    peak {} of {}",
+        h.basis.name(),
+        units::human_bytes(h.peak_memory_used_bytes),
+        units::human_bytes(h.memory_limit_bytes)
+    )?;
+    if h.transitions.len() > 1 {
+        let changes: Vec<String> = h.transitions.iter().map(|c| format!("{} at {:.1}s", c.state, c.t)).collect();
+        writeln!(w, "  agent               {}", changes.join(", "))?;
+    }
     Ok(())
 }
