@@ -35,6 +35,10 @@ pub enum Command {
     /// Prove the claims one by one: small experiments on loopback, each with
     /// a verdict from what the kernel did and the evidence.
     Prove(crate::prove::Args),
+    /// Rehearse a cluster on this machine: backends with memory budgets
+    /// behind HAProxy processes that throttle them by agent check, a client
+    /// through them, each host a network namespace (needs root and haproxy).
+    Cluster(crate::cluster::Args),
 }
 
 /// Runs the parsed command line.
@@ -46,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => crate::load::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Prove(args) => crate::prove::run(args),
+        Command::Cluster(args) => crate::cluster::run(args),
     }
 }
 

@@ -19,19 +19,21 @@
 //! | [`units`] | `10k`, `1M`, `30s`, `64KiB`, `85%` parsers and number formatting |
 //! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
-//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests) |
+//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | sharded edge-triggered epoll loops: fd tables, conn table, stats, admission, client |
-//! | [`serve`] | the server that holds connections, on the engine |
+//! | [`serve`] | the server that holds connections, on the engine; its headroom and HAProxy agent |
 //! | [`load`] | `tcpmax load`: address plan, errno explanations, payload escapes |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
+//! | [`cluster`] | `tcpmax cluster`: backends behind HAProxy in network namespaces, rehearsed on one machine |
 //! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
 pub mod calc;
 pub mod cli;
+pub mod cluster;
 pub mod doctor;
 pub mod engine;
 pub mod error;
