@@ -67,6 +67,9 @@ fn weight_falls_drain_at_the_high_mark_and_back_below_the_low_mark() {
         "127.0.0.1:0",
         "--agent-marks",
         "30%,50%,70%",
+        // No look-ahead: this test follows the marks on what is held.
+        "--agent-reaction",
+        "0s",
     ]);
     let agent: SocketAddr = loop {
         let line = srv.stdout_rest.recv_timeout(LIMIT).expect("an agent line");

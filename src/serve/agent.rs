@@ -38,9 +38,17 @@
 //!   (shards × descriptors per shard);
 //! - **watches**: sockets held against `fs.epoll.max_user_watches`.
 //!
-//! The usage `u` is the highest of the three shares in use; the resource
+//! The agent looks one reaction time ahead: between a connection arriving
+//! and the balancer hearing about it pass one second of measurement plus
+//! `agent-inter`, so the sockets expected to arrive meanwhile (the recent
+//! accept rate × `--agent-reaction`, 1.5 s by default) count as held
+//! already. The rate is the last second's, or half the previous estimate if
+//! that is higher, so the estimate of a storm fades over a few seconds
+//! instead of vanishing the moment a drain stops it.
+//!
+//! The usage `u` is the highest of the three projected shares; the resource
 //! that has it is the one named. With the marks `fall < low < high`
-//! (default 60%, 65%, 70%):
+//! (default 45%, 55%, 60%):
 //!
 //! | state | condition | reply |
 //! |---|---|---|
@@ -48,7 +56,7 @@
 //! | admitting | `fall < u < high` | `up ready W% maxconn:N`, W falling linearly from 100% at `fall` to 10% at `high` |
 //! | admitting | `u >= high` | becomes draining |
 //! | draining | `u >= low` | `drain maxconn:N` |
-//! | draining | `u < low` | becomes admitting, `up ready W% maxconn:N` (55% at the default 65%) |
+//! | draining | `u < low` | becomes admitting, `up ready W% maxconn:N` (40% at the default 55%) |
 //!
 //! Why: a falling weight makes a weighted `leastconn` balancer send this
 //! backend a shrinking share of new connections while the others still have
@@ -60,16 +68,16 @@
 //! the check interval (the agent's figure is up to one second old, HAProxy
 //! asks every `agent-inter`).
 //!
-//! The defaults are calibrated on that last point. Between a connection
-//! arriving and the balancer hearing of it pass up to 1.5 s (one second of
-//! measurement, `agent-inter 500ms` in the configuration `tcpmax cluster`
-//! writes), and the arrivals that matter are storms: a ramp, or the
-//! reconnecting clients of a failed peer, thousands a second on each
-//! backend. 30% of a 64 MiB budget is about 5,000 sockets of room above the
-//! high mark. The weight stays at 100% up to 60% so that a balancer keeps
-//! spreading evenly while there is room, then falls steeply; a 5-point gap
-//! between `low` and `high` is enough for held connections, which leave
-//! only when their clients close them.
+//! The defaults are calibrated on that last point. The arrivals that matter
+//! are storms: a ramp, or the reconnecting clients of a failed peer,
+//! thousands a second on each backend. The projection covers a storm
+//! already under way; the 40% above the high mark covers one that starts
+//! within the last second (about 6,800 idle sockets of a 64 MiB budget) and
+//! the buffers that busy connections add to the idle socket's cost, which
+//! is only the floor. The weight stays at 100% up to 45% so that a balancer
+//! spreads evenly while there is plenty of room, then falls to 10% at the
+//! high mark; the 5-point gap between `low` and `high` is enough for held
+//! connections, which leave only when their clients close them.
 //!
 //! `N` is the most this backend can hold: the sockets held now plus the room
 //! left before the first limit (memory room is bytes left over the bytes per
@@ -141,6 +149,9 @@ pub struct Headroom {
     pub bytes_per_socket: u64,
     /// Sockets held now.
     pub held: u64,
+    /// Sockets expected to arrive before the balancer hears of this
+    /// measurement (recent accept rate × reaction time).
+    pub arriving: u64,
     /// Descriptors over all shards' fd tables (0: unknown, ignored).
     pub descriptors_limit: u64,
     /// `fs.epoll.max_user_watches` (0: unknown, ignored).
@@ -148,12 +159,24 @@ pub struct Headroom {
 }
 
 impl Headroom {
-    /// The share of `r` in use, 0.0 to 1.0 and above; 0 when its limit is unknown.
+    /// The share of `r` in use now, 0.0 to 1.0 and above; 0 when its limit
+    /// is unknown.
     pub fn usage(&self, r: Resource) -> f64 {
+        self.share(r, 0)
+    }
+
+    /// The share of `r` in use once the arriving sockets are held.
+    pub fn projected(&self, r: Resource) -> f64 {
+        self.share(r, self.arriving)
+    }
+
+    fn share(&self, r: Resource, more: u64) -> f64 {
         let (used, limit) = match r {
-            Resource::Memory => (self.memory_used, self.memory_limit),
-            Resource::Descriptors => (self.held, self.descriptors_limit),
-            Resource::Watches => (self.held, self.watches_limit),
+            Resource::Memory => {
+                (self.memory_used.saturating_add(more.saturating_mul(self.bytes_per_socket)), self.memory_limit)
+            }
+            Resource::Descriptors => (self.held.saturating_add(more), self.descriptors_limit),
+            Resource::Watches => (self.held.saturating_add(more), self.watches_limit),
         };
         if limit == 0 { 0.0 } else { used as f64 / limit as f64 }
     }
@@ -170,12 +193,12 @@ impl Headroom {
         }
     }
 
-    /// The resource with the highest share in use, and that share (the
+    /// The resource with the highest projected share, and that share (the
     /// first of [`Resource::ALL`] wins a tie).
     pub fn tightest(&self) -> (Resource, f64) {
-        let mut best = (Resource::Memory, self.usage(Resource::Memory));
+        let mut best = (Resource::Memory, self.projected(Resource::Memory));
         for r in &Resource::ALL[1..] {
-            let u = self.usage(*r);
+            let u = self.projected(*r);
             if u > best.1 {
                 best = (*r, u);
             }
@@ -213,7 +236,7 @@ pub const FLOOR_WEIGHT: u8 = 10;
 
 impl Default for Marks {
     fn default() -> Marks {
-        Marks { fall: 0.60, low: 0.65, high: 0.70 }
+        Marks { fall: 0.45, low: 0.55, high: 0.60 }
     }
 }
 
@@ -287,9 +310,9 @@ pub struct Reply {
     pub state: State,
     /// The `maxconn:N` figure.
     pub maxconn: u64,
-    /// The resource with the highest share in use.
+    /// The resource with the highest projected share.
     pub resource: Resource,
-    /// Its share in use.
+    /// Its projected share.
     pub usage: f64,
 }
 
@@ -301,6 +324,16 @@ impl Reply {
             State::Drain => format!("drain maxconn:{}\n", self.maxconn),
         }
     }
+}
+
+/// How much of the previous arrival-rate estimate survives a second.
+pub const RATE_DECAY: f64 = 0.5;
+
+/// The arrival-rate estimate after a second in which `rate` sockets a
+/// second were accepted: that rate, or the previous estimate decayed if it
+/// is higher.
+pub fn arrival_rate(previous: f64, rate: f64) -> f64 {
+    rate.max(previous * RATE_DECAY).max(0.0)
 }
 
 /// The largest `maxconn:N` sent: HAProxy keeps it in a C `int`.
@@ -359,9 +392,38 @@ mod tests {
             memory_used: (used_mib * MIB as f64) as u64,
             bytes_per_socket: 4_000,
             held,
+            arriving: 0,
             descriptors_limit: 19_936,
             watches_limit: 5_000_000,
         }
+    }
+
+    #[test]
+    fn a_storm_drains_early_and_its_estimate_fades() {
+        let mut a = Agent::new(m());
+        // 20% in use, but 8,000 sockets a second arriving for 1.5 s: 12,000
+        // x 4,000 B more is 91% projected.
+        let storm = Headroom { arriving: 12_000, ..budget(12.8, 3_000) };
+        assert!((storm.usage(Resource::Memory) - 0.2).abs() < 1e-6);
+        let r = a.next(&storm);
+        assert_eq!(r.state, State::Drain);
+        assert!(r.usage > 0.9, "{r:?}");
+        // maxconn counts the room left now, not the projection.
+        assert_eq!(r.maxconn, 3_000 + (64 * MIB - (12.8 * MIB as f64) as u64) / 4_000);
+        // The drain stopped the arrivals; the estimate halves each second:
+        // 6,000, 3,000, 1,500, 750 sockets arriving on 31% in use.
+        let mut rate = 8_000.0;
+        let mut states = Vec::new();
+        for _ in 0..4 {
+            rate = arrival_rate(rate, 0.0);
+            let h = Headroom { arriving: (rate * 1.5) as u64, ..budget(20.0, 4_000) };
+            states.push(a.next(&h).state);
+        }
+        // 67% projected: below the low mark, at a reduced weight; then full.
+        assert_eq!(states[0], State::Up { weight: 49 });
+        assert!(states[1..].iter().all(|s| *s == State::Up { weight: 100 }), "{states:?}");
+        assert_eq!(arrival_rate(100.0, 300.0), 300.0);
+        assert_eq!(arrival_rate(1_000.0, 300.0), 500.0);
     }
 
     #[test]
@@ -478,9 +540,9 @@ mod tests {
     #[test]
     fn marks_parse_and_validate() {
         assert_eq!(parse_marks("50%,70%,80%"), Ok(m()));
-        assert_eq!(parse_marks("60%,65%,70%"), Ok(Marks::default()));
+        assert_eq!(parse_marks("45%,55%,60%"), Ok(Marks::default()));
         let d = Marks::default();
-        assert_eq!((d.weight(0.6), d.weight(0.65), d.weight(0.7)), (100, 55, 10));
+        assert_eq!((d.weight(0.45), d.weight(0.55), d.weight(0.6)), (100, 40, 10));
         assert_eq!(parse_marks(" 40 , 60 ,90%"), Marks::new(0.4, 0.6, 0.9));
         assert!(parse_marks("70%,50%,80%").is_err());
         assert!(parse_marks("50%,70%,101%").is_err());

@@ -5,11 +5,11 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::agent::{Agent, Basis, Headroom, Marks, Reply, State};
+use super::agent::{Agent, Basis, Headroom, Marks, Reply, State, arrival_rate};
 use super::agent_port::AgentPort;
 use crate::doctor::{Probe, margin};
 use crate::error::{Error, Result};
@@ -60,6 +60,9 @@ pub struct Throttle {
     descriptors_limit: u64,
     watches_limit: u64,
     agent: Agent,
+    reaction: f64,
+    rate: f64,
+    opened: Option<(Instant, u64)>,
     port: Option<AgentPort>,
     last: Option<(Headroom, Reply)>,
     admitting: bool,
@@ -71,7 +74,13 @@ pub struct Throttle {
 impl Throttle {
     /// Picks the basis, reads the kernel's bytes per socket and, with
     /// `agent`, listens for HAProxy's agent checks.
-    pub fn start(budget: Option<u64>, agent: Option<SocketAddr>, marks: Marks, descriptors_limit: u64) -> Result<Self> {
+    pub fn start(
+        budget: Option<u64>,
+        agent: Option<SocketAddr>,
+        marks: Marks,
+        reaction: Duration,
+        descriptors_limit: u64,
+    ) -> Result<Self> {
         let fs = ProcFs::default();
         let source = match budget {
             Some(0) => return Err(Error::Input("--memory-budget must be above 0 (example: 64MiB)".into())),
@@ -90,6 +99,9 @@ impl Throttle {
             descriptors_limit,
             watches_limit,
             agent: Agent::new(marks),
+            reaction: reaction.as_secs_f64(),
+            rate: 0.0,
+            opened: None,
             port: None,
             last: None,
             admitting: true,
@@ -97,7 +109,7 @@ impl Throttle {
             transitions: Vec::new(),
             started: Instant::now(),
         };
-        let first = t.tick(0).map(|(_, r)| r.line()).unwrap_or_else(|| "up ready 100%\n".into());
+        let first = t.tick(0, 0).map(|(_, r)| r.line()).unwrap_or_else(|| "up ready 100%\n".into());
         if let Some(addr) = agent {
             t.port = Some(AgentPort::start(addr, first)?);
         }
@@ -144,9 +156,16 @@ impl Throttle {
         Ok(())
     }
 
-    /// Measures with `held` sockets, advances the agent and updates its
-    /// port. `None` when memory could not be read (the last reply stays).
-    pub fn tick(&mut self, held: u64) -> Option<(Headroom, Reply)> {
+    /// Measures with `held` sockets and `opened` accepted so far, advances
+    /// the agent and updates its port. `None` when memory could not be read
+    /// (the last reply stays).
+    pub fn tick(&mut self, held: u64, opened: u64) -> Option<(Headroom, Reply)> {
+        let now = Instant::now();
+        if let Some((then, before)) = self.opened {
+            let dt = now.duration_since(then).as_secs_f64().max(1e-3);
+            self.rate = arrival_rate(self.rate, opened.saturating_sub(before) as f64 / dt);
+        }
+        self.opened = Some((now, opened));
         let (limit, used) = self.memory(held)?;
         let h = Headroom {
             basis: self.basis(),
@@ -154,6 +173,7 @@ impl Throttle {
             memory_used: used,
             bytes_per_socket: self.bytes_per_socket,
             held,
+            arriving: (self.rate * self.reaction).round() as u64,
             descriptors_limit: self.descriptors_limit,
             watches_limit: self.watches_limit,
         };
@@ -203,8 +223,8 @@ impl Throttle {
         );
         if self.port.is_some() {
             s.push_str(&format!(" | agent {}", r.state));
-            if r.resource != super::agent::Resource::Memory && r.usage >= self.agent.marks().fall {
-                s.push_str(&format!(" ({} {:.0}%)", r.resource.name(), r.usage * 100.0));
+            if h.arriving > 0 || r.resource != super::agent::Resource::Memory {
+                s.push_str(&format!(" ({} {:.0}% projected)", r.resource.name(), r.usage * 100.0));
             }
         }
         s

@@ -101,6 +101,7 @@ fn headroom_metrics(reg: &mut Registry, h: &Headroom, r: &Reply) {
     gauge(reg, "agent_weight_percent", "Weight the agent reports, percent (0 while draining)", weight);
     gauge(reg, "agent_draining", "1 while the agent reports drain", draining);
     gauge(reg, "agent_maxconn", "The agent's maxconn: sockets held plus room left", r.maxconn);
+    gauge(reg, "agent_arriving_sockets", "Sockets expected before the balancer hears the agent", h.arriving);
 }
 
 /// The metrics endpoint: a thread answering every request with the latest

@@ -79,8 +79,12 @@ pub struct Args {
     pub memory_budget: Option<u64>,
     /// The agent's marks, shares of the limit in use: the weight falls above
     /// FALL, drain at HIGH, admit again below LOW.
-    #[arg(long, value_name = "FALL,LOW,HIGH", default_value = "60%,65%,70%", value_parser = agent::parse_marks)]
+    #[arg(long, value_name = "FALL,LOW,HIGH", default_value = "45%,55%,60%", value_parser = agent::parse_marks)]
     pub agent_marks: agent::Marks,
+    /// How long a balancer takes to hear the agent (its agent-inter plus
+    /// one second of measurement): sockets arriving meanwhile count as held.
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = units::parse_duration)]
+    pub agent_reaction: Duration,
     /// Number of shards (default: derived from --max-conns, or from the
     /// doctor's server ceiling, and the fd limit).
     #[arg(long)]
@@ -156,7 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut server = Server::start(&config)?;
     let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
     let limit = plan.per_shard.saturating_mul(plan.shards as u64);
-    let mut throttle = headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, limit)?;
+    let mut throttle =
+        headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, args.agent_reaction, limit)?;
     announce(&server, plan, metrics.as_ref().map(|m| m.addr()), &throttle)?;
 
     let live = args.status || output::stderr_is_tty();
@@ -168,7 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sig = process::wait_signal(&[SIGINT, SIGTERM], Duration::from_secs(1)).context("waiting for signals")?;
         let t = server.poll();
         peak = peak.max(t.open);
-        let view = throttle.tick(t.open);
+        let view = throttle.tick(t.open, t.opened);
         if let Some(ok) = throttle.budget_admits() {
             server.set_memory_ok(ok && (args.max_memory.is_none() || server.memory_ok()));
         }
@@ -261,10 +266,10 @@ fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
     }
     writeln!(w, "  errors              {}", t.errors.summary())?;
     let h = &s.headroom;
+    let label = format!("memory ({})", h.basis.name());
     writeln!(
         w,
-        "  memory ({})    peak {} of {}",
-        h.basis.name(),
+        "  {label:<20}peak {} of {}",
         units::human_bytes(h.peak_memory_used_bytes),
         units::human_bytes(h.memory_limit_bytes)
     )?;
