@@ -35,5 +35,12 @@ echo "== serve holding 500k; shard cost"
 cargo bench --bench serve_hold -- --count 500k --json "$out/serve_hold_500k.json" >/dev/null
 cargo bench --bench shard_cost -- --shards 32 --json "$out/shard_cost.json" >/dev/null
 
+echo "== tcpmax cluster: 50,000 through HAProxy, then the failure rehearsal (root, haproxy)"
+if ! command -v haproxy >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy
+fi
+cargo bench --bench cluster -- --json "$out/cluster_50k.json" --hold 20s >/dev/null
+cargo bench --bench cluster -- --json "$out/cluster_kill_50k.json" --hold 30s --kill b3@10s >/dev/null
+
 echo "== the ignored stress tests (one source IP past 65,535, ...)"
 cargo test --release -- --ignored
