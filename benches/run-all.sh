@@ -37,6 +37,12 @@ cargo bench --bench shard_cost -- --shards 32 --json "$out/shard_cost.json" >/de
 
 echo "== load from many hosts rehearsed: 4 agent namespaces, 400k in total, merged (needs root and ip)"
 cargo bench --bench rehearsal -- --agents 4 --count 400k --hold 10s --json "$out/rehearsal_400k.json" >/dev/null
+echo "== tcpmax cluster: 50,000 through HAProxy, then the failure rehearsal (root, haproxy)"
+if ! command -v haproxy >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy
+fi
+cargo bench --bench cluster -- --json "$out/cluster_50k.json" --hold 20s >/dev/null
+cargo bench --bench cluster -- --json "$out/cluster_kill_50k.json" --hold 30s --kill b3@10s >/dev/null
 
 echo "== the ignored stress tests (one source IP past 65,535, ...)"
 cargo test --release -- --ignored

@@ -117,10 +117,42 @@ def rehearsal():
           f"benchmark itself: {str(r['percentiles_equal_added_histograms']).lower()}. The server's status line showed "
           f"{g(r['server_peak'])} at once; the merged timeline peaks at {g(r['peak_established'])}.")
     print(f"\nMachine: {machine_line(r['machine'])}.")
+def mib(b):
+    return f"{b / 2**20:.1f} MiB" if b < 2**30 else f"{b / 2**30:.1f} GiB"
+
+
+def cluster():
+    for name in ["cluster_50k.json", "cluster_kill_50k.json"]:
+        r = load(name)
+        if r is None:
+            continue
+        print(f"\n{name}: {g(r['total_held'])} of {g(r['target'])} held end to end, ramp {r['ramp_seconds']:.1f} s, "
+              f"hold {r['hold_seconds']:.1f} s; {r['lb']['processes']} HAProxy processes (maxconn {g(r['lb']['maxconn_per_process'])}), "
+              f"descriptors {' / '.join(g(d) for d in r['lb']['descriptors'])}\n")
+        print("| backend | budget | held at the end | peak held | drained at | peak memory | refused | agent | HAProxy saw |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for b in r["backends"]:
+            drained = "-" if b["drained_at_s"] is None else (
+                f"{b['drained_at_s']:.0f} s, {g(b['drained_at_held'])} held, {mib(b['drained_at_bytes'])} "
+                f"({b['drained_at_bytes'] * 100 / b['budget_bytes']:.0f}%)")
+            agent = ", ".join(f"{c['state']} @{c['t']:.0f}s" for c in b["agent"])
+            view = ", ".join(f"{c['state']} @{c['t']:.0f}s" for c in b["lb_view"])
+            killed = " (killed)" if b["killed"] else ""
+            print(f"| {b['name']}{killed} | {mib(b['budget_bytes'])} | {g(b['held'])} | {g(b['peak_held'])} | {drained} | "
+                  f"{mib(b['peak_bytes'])} ({b['peak_bytes'] * 100 / b['budget_bytes']:.0f}%) | {g(b['refused'])} | {agent} | {view} |")
+        k = r["kill"]
+        if k:
+            ov = ", ".join(f"{h['host']} {h['listen_overflows']}" for h in k["overflows"])
+            took = "-" if k["seconds_to_come_back"] is None else f"{k['seconds_to_come_back']:.1f} s"
+            print(f"\nKilled {k['backend']} at {k['at_s']:.0f} s holding {g(k['held_at_kill'])}: {g(k['came_back'])} came back "
+                  f"through the load balancer in {took}; the client went from {g(k['client_before'])} to "
+                  f"{g(k['client_lowest'])} at the lowest and made {g(r['client']['reconnects'])} reconnects; "
+                  f"ListenOverflows after the kill: {ov}.")
+        print(f"\nMachine: {machine_line(r['machine'])}.")
 
 
 if __name__ == "__main__":
     for title, f in [("bench", bench_rows), ("ramp", ramp), ("rounds", rounds), ("servers", servers),
-                     ("rehearsal", rehearsal)]:
+                     ("rehearsal", rehearsal), ("cluster", cluster)]:
         print(f"\n## {title}\n")
         f()

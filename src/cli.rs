@@ -45,6 +45,10 @@ pub enum Command {
     /// Merge the reports of the agents of one plan (`load --agents N`)
     /// into one: sums, exact percentiles, a row per agent.
     Merge(crate::merge::Args),
+    /// Rehearse a cluster on this machine: backends with memory budgets
+    /// behind HAProxy processes that throttle them by agent check, a client
+    /// through them, each host a network namespace (needs root and haproxy).
+    Cluster(crate::cluster::Args),
 }
 
 impl Command {
@@ -59,6 +63,7 @@ impl Command {
             Command::Prove(a) => a.json.as_deref(),
             Command::Report(_) => None,
             Command::Merge(a) => a.json.as_deref(),
+            Command::Cluster(a) => a.json.as_deref(),
         }
     }
 }
@@ -78,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prove(args) => crate::prove::run(args),
         Command::Report(args) => crate::report::run(args),
         Command::Merge(args) => crate::merge::run(args),
+        Command::Cluster(args) => crate::cluster::run(args),
     }
 }
 

@@ -20,21 +20,23 @@
 //! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
 //! | [`interrupt`] | SIGINT and SIGTERM for every subcommand: the first stops in order, the second at once |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
-//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests) |
+//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
-//! | [`serve`] | the server that holds connections, on the engine |
+//! | [`serve`] | the server that holds connections, on the engine; its headroom and HAProxy agent |
 //! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes, the per-second timeline, agents' shares of one plan |
 //! | [`merge`] | `tcpmax merge`: the agents' reports of one plan into one, with exact percentiles |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
 //! | [`report`] | `tcpmax report`: JSON reports drawn as one self-contained HTML page with SVG plots |
+//! | [`cluster`] | `tcpmax cluster`: backends behind HAProxy in network namespaces, rehearsed on one machine |
 //! | `sys` (crate-private) | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
 pub mod calc;
 pub mod cli;
+pub mod cluster;
 pub mod doctor;
 pub mod engine;
 pub mod error;

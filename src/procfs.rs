@@ -1,6 +1,9 @@
 //! Reading /proc and /sys through a root path, so tests can feed a fixture
 //! tree. Every reader returns a [`ReadError`] that names the file; callers
-//! decide whether a missing value is "unknown" or an error.
+//! decide whether a missing value is "unknown" or an error. [`cgroup`] reads
+//! the memory limit and usage of this process's cgroup.
+
+pub mod cgroup;
 
 use std::fmt;
 use std::io;

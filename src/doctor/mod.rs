@@ -39,6 +39,11 @@
 //!   (object size including its share of the slab page),
 //!   else `sys/kernel/slab/NAME/slab_size` (merged caches), else a per-cache
 //!   default; with no `TCP` cache at all it is 4,200 bytes.
+//! - **cgroup memory**: inside a container the cgroup's limit binds before
+//!   the machine's memory ([`crate::procfs::cgroup`] finds the tightest
+//!   limit up the tree): `sockets = (limit - working_set - 10% of limit) /
+//!   kernel_bytes_per_socket`, the same per role as `memory`. No limit, or
+//!   no memory controller: null with a note.
 //! - **net.ipv4.ip_local_port_range**: `hi - lo + 1` minus the reserved
 //!   ports (`ip_local_reserved_ports`) inside the range, per (source IP,
 //!   destination). Client allows that; server and loopback are null: a

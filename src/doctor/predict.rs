@@ -18,6 +18,7 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
         file_max(p),
         epoll(p),
         memory(p),
+        cgroup_memory(p),
         ports(p),
         info_u64(
             "net.ipv4.ip_unprivileged_port_start",
@@ -268,6 +269,41 @@ fn memory(p: &Probe) -> Limit {
         group(bytes)
     );
     Limit::new(NAME, Some(value), UNIT, same(sockets), FIX).with_note(note)
+}
+
+fn cgroup_memory(p: &Probe) -> Limit {
+    const NAME: &str = "cgroup memory";
+    const FIX: &str =
+        "raise the container's memory limit (Kubernetes resources.limits.memory, docker --memory, systemd MemoryMax=)";
+    let c = match &p.cgroup {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Limit::new(NAME, None, Some(Unit::Bytes), Roles::default(), FIX)
+                .with_note("no memory controller for this process: the machine's memory applies");
+        }
+        Err(why) => return unknown(NAME, Some(Unit::Bytes), why, FIX),
+    };
+    let Some(limit) = c.limit else {
+        let note = format!("cgroup {} has no memory limit ({}): the machine's memory applies", c.path, c.limit_file());
+        return Limit::new(NAME, None, Some(Unit::Bytes), Roles::default(), FIX).with_note(note);
+    };
+    let bytes = p.socket_cost.bytes.max(1);
+    let ws = c.working_set();
+    let usable = limit.saturating_sub(ws).saturating_sub(limit / 10);
+    let note = format!(
+        "cgroup {} {} {}: working set {} (usage {} minus inactive page cache {}); {} - {} - 10% margin = {}, at {} B per idle socket; the kernel charges socket memory to the cgroup and its OOM killer acts at the limit",
+        c.path,
+        c.limit_file(),
+        human_bytes(limit),
+        human_bytes(ws),
+        human_bytes(c.usage),
+        human_bytes(c.inactive_file),
+        human_bytes(limit),
+        human_bytes(ws),
+        human_bytes(usable),
+        group(bytes)
+    );
+    Limit::new(NAME, Some(Value::Number(limit)), Some(Unit::Bytes), same(usable / bytes), FIX).with_note(note)
 }
 
 /// Ports of `lo..=hi` minus the reserved ports inside it.

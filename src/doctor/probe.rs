@@ -2,6 +2,7 @@
 //! [`Reading`]: the value, or the reason it is unknown (a missing,
 //! unreadable or malformed file). Nothing here panics on bad input.
 
+use crate::procfs::cgroup::CgroupMemory;
 use crate::procfs::{Meminfo, ProcFs, ReadError};
 
 /// A value read from the machine, or why it is unknown.
@@ -84,6 +85,8 @@ pub struct Probe {
     pub unprivileged_port_start: Reading<u64>,
     /// proc/meminfo.
     pub meminfo: Reading<Meminfo>,
+    /// This process's memory cgroup (`None`: no memory controller for it).
+    pub cgroup: Reading<Option<CgroupMemory>>,
     /// Kernel bytes per idle IPv4 socket.
     pub socket_cost: SocketCost,
     /// Object size of the `TCPv6` cache, when listed.
@@ -139,6 +142,7 @@ impl Probe {
                 .and_then(|t| parse_port_list(&t)),
             unprivileged_port_start: one("net.ipv4.ip_unprivileged_port_start"),
             meminfo: fs.meminfo().map_err(reason),
+            cgroup: crate::procfs::cgroup::memory(fs).map_err(reason),
             socket_cost,
             tcpv6_bytes,
             tcp_mem: many("net.ipv4.tcp_mem"),

@@ -336,3 +336,30 @@ fn margins() {
     assert_eq!(margin(16 << 30), (16u64 << 30) / 10);
     assert_eq!(margin(1 << 30), 256 << 20);
 }
+
+#[test]
+fn a_cgroup_limit_binds_before_the_machine() {
+    let f = Fixture::standard();
+    f.write("proc/self/cgroup", "0::/pod/app\n");
+    f.write("proc/self/mountinfo", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+    f.write("sys/fs/cgroup/pod/app/memory.max", "max\n");
+    f.write("sys/fs/cgroup/pod/app/memory.current", "1000\n");
+    f.write("sys/fs/cgroup/pod/memory.max", "536870912\n");
+    f.write("sys/fs/cgroup/pod/memory.current", "104857600\n");
+    f.write("sys/fs/cgroup/pod/memory.stat", "inactive_file 52428800\n");
+    let r = f.report();
+    let c = row(&r, "cgroup memory");
+    // (512 MiB - 50 MiB working set - 51.2 MiB margin) / 3,400 B.
+    let usable = (512u64 << 20) - (50 << 20) - (512 << 20) / 10;
+    assert_eq!(c.allows.server, Some(usable / r.kernel_bytes_per_socket));
+    assert_eq!(r.binding.server.as_deref(), Some("cgroup memory"));
+    assert!(c.note.as_deref().unwrap().contains("cgroup /pod memory.max 512.0 MiB"), "{:?}", c.note);
+
+    // No limit anywhere: informational.
+    f.write("sys/fs/cgroup/pod/memory.max", "max\n");
+    let r = f.report();
+    let c = row(&r, "cgroup memory");
+    assert_eq!(c.allows, Roles::default());
+    assert_eq!(c.value, None);
+    assert!(c.note.as_deref().unwrap().contains("no memory limit"), "{:?}", c.note);
+}

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::agent::{Headroom, Reply, Resource, State};
 use crate::engine::stats::ShardStats;
 use crate::error::{Error, Result};
 
@@ -26,8 +27,20 @@ struct ErrnoLabel {
     errno: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
+}
+
 /// Renders counters in the Prometheus text format.
 pub fn render(t: &ShardStats, shards: usize, memory_ok: bool) -> String {
+    render_with(t, shards, memory_ok, None)
+}
+
+/// Renders counters and, when measured, the headroom and the agent's state:
+/// per resource the share in use and the sockets still allowed, the memory
+/// limit and use in bytes, the agent's weight and whether it drains.
+pub fn render_with(t: &ShardStats, shards: usize, memory_ok: bool, headroom: Option<&(Headroom, Reply)>) -> String {
     let mut reg = Registry::with_prefix("tcpmax");
     let gauge = |reg: &mut Registry, name: &str, help: &str, v: u64| {
         let g: Gauge<i64, std::sync::atomic::AtomicI64> = Gauge::default();
@@ -55,10 +68,40 @@ pub fn render(t: &ShardStats, shards: usize, memory_ok: bool) -> String {
         errors.get_or_create(&ErrnoLabel { errno: name.to_string() }).inner().store(n, Ordering::Relaxed);
     }
     reg.register("errors", "Failures by errno", errors);
+    if let Some((h, r)) = headroom {
+        headroom_metrics(&mut reg, h, r);
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
     out
+}
+
+fn headroom_metrics(reg: &mut Registry, h: &Headroom, r: &Reply) {
+    let usage = Family::<ResourceLabel, Gauge<f64, AtomicU64>>::default();
+    let room = Family::<ResourceLabel, Gauge>::default();
+    for res in Resource::ALL {
+        let label = ResourceLabel { resource: res.name().to_string() };
+        usage.get_or_create(&label).set(h.usage(res));
+        room.get_or_create(&label).set(h.room(res).min(i64::MAX as u64) as i64);
+    }
+    reg.register("headroom_usage_ratio", "Share of each resource in use (memory by the basis's rule)", usage);
+    reg.register("headroom_room_sockets", "Sockets each resource still allows", room);
+    let gauge = |reg: &mut Registry, name: &str, help: &str, v: u64| {
+        let g: Gauge<i64, std::sync::atomic::AtomicI64> = Gauge::default();
+        g.set(v.min(i64::MAX as u64) as i64);
+        reg.register(name, help, g);
+    };
+    gauge(reg, "memory_limit_bytes", &format!("Memory limit ({})", h.basis.name()), h.memory_limit);
+    gauge(reg, "memory_used_bytes", &format!("Memory in use ({})", h.basis.name()), h.memory_used);
+    let (weight, draining) = match r.state {
+        State::Up { weight } => (u64::from(weight), 0),
+        State::Drain => (0, 1),
+    };
+    gauge(reg, "agent_weight_percent", "Weight the agent reports, percent (0 while draining)", weight);
+    gauge(reg, "agent_draining", "1 while the agent reports drain", draining);
+    gauge(reg, "agent_maxconn", "The agent's maxconn: sockets held plus room left", r.maxconn);
+    gauge(reg, "agent_arriving_sockets", "Sockets expected before the balancer hears the agent", h.arriving);
 }
 
 /// The metrics endpoint: a thread answering every request with the latest

@@ -5,7 +5,16 @@
 //! discards; `echo` writes back with backpressure. Admission control refuses
 //! new connections (with RST) above `--max-conns` or above the memory
 //! watermark, and admits again below the low mark.
+//!
+//! Its headroom is measured once a second ([`headroom`]) against
+//! `--memory-budget`, else its cgroup's memory limit, else the machine, and
+//! shown in the status line and on `/metrics`; `--agent` tells a load
+//! balancer the same headroom with HAProxy's agent-check protocol
+//! ([`agent`]), so it steers new connections away before refusals start.
 
+pub mod agent;
+pub mod agent_port;
+pub mod headroom;
 pub mod metrics;
 pub mod server;
 pub mod shard;
@@ -61,6 +70,23 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP on this address.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Answer HAProxy's agent-check on this address: weight, drain and
+    /// maxconn from this backend's headroom.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub agent: Option<SocketAddr>,
+    /// This backend's own memory budget (64MiB): its footprint is its
+    /// anonymous RSS plus sockets held x the kernel's bytes per socket;
+    /// refused above it. Default: the cgroup's limit, else the machine.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// The agent's marks, shares of the limit in use: the weight falls above
+    /// FALL, drain at HIGH, admit again below LOW.
+    #[arg(long, value_name = "FALL,LOW,HIGH", default_value = "45%,55%,60%", value_parser = agent::parse_marks)]
+    pub agent_marks: agent::Marks,
+    /// How long a balancer takes to hear the agent (its agent-inter plus
+    /// one second of measurement): sockets arriving meanwhile count as held.
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = units::parse_duration)]
+    pub agent_reaction: Duration,
     /// Number of shards (default: derived from --max-conns, or from the
     /// doctor's server ceiling, and the fd limit).
     #[arg(long, allow_hyphen_values = true, value_parser = crate::load::run::parse_shards)]
@@ -99,6 +125,8 @@ pub struct Summary {
     pub timeline: Vec<crate::load::timeline::Sample>,
     /// Where it ran.
     pub machine: crate::machine::Machine,
+    /// Memory against its limit, and the agent's state changes.
+    pub headroom: headroom::Summary,
 }
 
 /// Decides the shard layout for `args` on this machine: refuses a
@@ -176,8 +204,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::start(&config)?;
     let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
+    let limit = plan.per_shard.saturating_mul(plan.shards as u64);
+    let mut throttle =
+        headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, args.agent_reaction, limit)?;
     let mut human = output::human(args.json.as_deref());
-    announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()))?;
+    announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()), &throttle)?;
 
     let live = args.status || output::stderr_is_tty();
     let tty = output::stderr_is_tty();
@@ -198,12 +229,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let now = Instant::now();
         if now >= next_status {
             next_status = now + IDLE_LOOK;
+            // Once a second: the agent's rate estimate is calibrated for it.
+            let view = throttle.tick(t.open, t.opened);
+            if let Some(ok) = throttle.budget_admits() {
+                server.set_memory_ok(ok && (args.max_memory.is_none() || server.memory_ok()));
+            }
             if let Some(m) = &metrics {
-                m.update(metrics::render(&t, server.shards(), server.memory_ok()));
+                m.update(metrics::render_with(&t, server.shards(), server.memory_ok(), view.as_ref()));
             }
             if live {
                 let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
-                status_line(&t, rate, server.shards(), started.elapsed(), tty);
+                status_line(&t, rate, server.shards(), started.elapsed(), tty, &throttle.status());
             }
             last = (now, t.opened, last.1);
         }
@@ -232,6 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         totals,
         timeline: timeline.finish(),
+        headroom: throttle.summary(),
         machine: crate::machine::Machine::read(),
     };
     let mut text = Vec::new();
@@ -245,6 +282,7 @@ fn announce(
     server: &Server,
     plan: sizing::ShardPlan,
     metrics: Option<SocketAddr>,
+    throttle: &headroom::Throttle,
 ) -> anyhow::Result<()> {
     for a in server.local_addrs() {
         let proto = if server.udp() { "tcp+udp" } else { "tcp" };
@@ -259,13 +297,14 @@ fn announce(
     if let Some(m) = metrics {
         writeln!(out, "metrics http://{m}/metrics")?;
     }
+    throttle.announce(out)?;
     out.flush()?;
     Ok(())
 }
 
-fn status_line(t: &ShardStats, rate: f64, shards: usize, up: Duration, tty: bool) {
+fn status_line(t: &ShardStats, rate: f64, shards: usize, up: Duration, tty: bool, headroom: &str) {
     let line = format!(
-        "[{:>5}s] conns {} | shards {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | errors: {}",
+        "[{:>5}s] conns {} | shards {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | {headroom} | errors: {}",
         up.as_secs(),
         group(t.open),
         shards,
@@ -292,5 +331,17 @@ fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         writeln!(w, "  udp datagrams       {}", group(t.udp_datagrams))?;
     }
     writeln!(w, "  errors              {}", t.errors.summary())?;
+    let h = &s.headroom;
+    let label = format!("memory ({})", h.basis.name());
+    writeln!(
+        w,
+        "  {label:<20}peak {} of {}",
+        units::human_bytes(h.peak_memory_used_bytes),
+        units::human_bytes(h.memory_limit_bytes)
+    )?;
+    if h.transitions.len() > 1 {
+        let changes: Vec<String> = h.transitions.iter().map(|c| format!("{} at {:.1}s", c.state, c.t)).collect();
+        writeln!(w, "  agent               {}", changes.join(", "))?;
+    }
     Ok(())
 }

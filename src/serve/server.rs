@@ -245,6 +245,12 @@ impl Server {
         self.pool.request_stop();
     }
 
+    /// Opens or closes admission for memory from outside the watermark (a
+    /// `--memory-budget` checked by the supervisor).
+    pub fn set_memory_ok(&self, ok: bool) {
+        self.gate.set_memory_ok(ok);
+    }
+
     /// Stops accepting, resets every connection, joins every shard and
     /// returns the final counters.
     pub fn shutdown(mut self) -> ShardStats {

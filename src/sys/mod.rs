@@ -8,6 +8,7 @@
 //! indexes its connection table by them; ownership is explicit (`close`).
 
 pub mod caps;
+pub mod child;
 pub mod epoll;
 pub mod net;
 pub mod process;
