@@ -72,6 +72,7 @@ pub fn merge(mut parts: Vec<Part>) -> crate::Result<MergeReport> {
                 connect_p99_us: r.connect_latency_us.p99,
                 interrupted: r.interrupted,
                 commit: r.machine.commit.clone(),
+                timeline: r.timeline.clone(),
             }
         })
         .collect::<Vec<_>>();

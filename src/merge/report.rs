@@ -55,6 +55,9 @@ pub struct AgentRow {
     pub interrupted: bool,
     /// The commit its tcpmax was built from.
     pub commit: String,
+    /// Its own timeline, as it reported it (for one line per agent in
+    /// `tcpmax report`).
+    pub timeline: Vec<crate::load::timeline::Sample>,
 }
 
 /// One wall-clock second, summed over the agents.

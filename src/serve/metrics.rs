@@ -6,8 +6,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,76 +32,161 @@ struct ResourceLabel {
     resource: String,
 }
 
-/// Renders counters in the Prometheus text format.
-pub fn render(t: &ShardStats, shards: usize, memory_ok: bool) -> String {
-    render_with(t, shards, memory_ok, None)
+type IntGauge = Gauge<i64, AtomicI64>;
+
+/// The registry, built once with a handle on every metric: an update stores
+/// numbers into the handles (atomics), a scrape encodes the registry. Nothing
+/// is rebuilt per update or per scrape.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: IntGauge,
+    shards: IntGauge,
+    memory_admitting: IntGauge,
+    backpressured: IntGauge,
+    accepted: Counter,
+    closed: Counter,
+    refused_max_conns: Counter,
+    refused_memory: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    udp_datagrams: Counter,
+    errors: Family<ErrnoLabel, Counter>,
+    headroom: Option<HeadroomMetrics>,
 }
 
-/// Renders counters and, when measured, the headroom and the agent's state:
-/// per resource the share in use and the sockets still allowed, the memory
-/// limit and use in bytes, the agent's weight and whether it drains.
-pub fn render_with(t: &ShardStats, shards: usize, memory_ok: bool, headroom: Option<&(Headroom, Reply)>) -> String {
-    let mut reg = Registry::with_prefix("tcpmax");
-    let gauge = |reg: &mut Registry, name: &str, help: &str, v: u64| {
-        let g: Gauge<i64, std::sync::atomic::AtomicI64> = Gauge::default();
-        g.set(v.min(i64::MAX as u64) as i64);
-        reg.register(name, help, g);
-    };
-    let counter = |reg: &mut Registry, name: &str, help: &str, v: u64| {
-        let c: Counter<u64, AtomicU64> = Counter::default();
-        c.inner().store(v, Ordering::Relaxed);
-        reg.register(name, help, c);
-    };
-    gauge(&mut reg, "connections", "Connections open now", t.open);
-    gauge(&mut reg, "shards", "Shards (event loops with their own fd table)", shards as u64);
-    gauge(&mut reg, "memory_admitting", "1 while memory is below the watermark", memory_ok as u64);
-    gauge(&mut reg, "backpressured_connections", "Connections whose peer is not reading", t.backpressured);
-    counter(&mut reg, "accepted", "Connections accepted", t.opened);
-    counter(&mut reg, "closed", "Connections closed", t.closed);
-    counter(&mut reg, "refused_max_conns", "Connections refused by --max-conns", t.refused_max_conns);
-    counter(&mut reg, "refused_memory", "Connections refused by --max-memory", t.refused_memory);
-    counter(&mut reg, "bytes_in", "Payload bytes read", t.bytes_in);
-    counter(&mut reg, "bytes_out", "Payload bytes written", t.bytes_out);
-    counter(&mut reg, "udp_datagrams", "UDP datagrams echoed", t.udp_datagrams);
-    let errors = Family::<ErrnoLabel, Counter>::default();
-    for (name, n) in t.errors.ranked() {
-        errors.get_or_create(&ErrnoLabel { errno: name.to_string() }).inner().store(n, Ordering::Relaxed);
-    }
-    reg.register("errors", "Failures by errno", errors);
-    if let Some((h, r)) = headroom {
-        headroom_metrics(&mut reg, h, r);
-    }
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, &reg);
-    out
+/// The headroom and agent metrics, present when serve measures headroom.
+#[derive(Debug)]
+struct HeadroomMetrics {
+    usage: Family<ResourceLabel, Gauge<f64, AtomicU64>>,
+    room: Family<ResourceLabel, IntGauge>,
+    memory_limit: IntGauge,
+    memory_used: IntGauge,
+    weight: IntGauge,
+    draining: IntGauge,
+    maxconn: IntGauge,
+    arriving: IntGauge,
 }
 
-fn headroom_metrics(reg: &mut Registry, h: &Headroom, r: &Reply) {
-    let usage = Family::<ResourceLabel, Gauge<f64, AtomicU64>>::default();
-    let room = Family::<ResourceLabel, Gauge>::default();
-    for res in Resource::ALL {
-        let label = ResourceLabel { resource: res.name().to_string() };
-        usage.get_or_create(&label).set(h.usage(res));
-        room.get_or_create(&label).set(h.room(res).min(i64::MAX as u64) as i64);
+fn set(g: &IntGauge, v: u64) {
+    g.set(v.min(i64::MAX as u64) as i64);
+}
+
+impl Metrics {
+    /// Registers every metric; with `headroom`, the headroom and agent ones.
+    pub fn new(headroom: bool) -> Metrics {
+        let mut reg = Registry::with_prefix("tcpmax");
+        let gauge = |reg: &mut Registry, name: &str, help: &str| {
+            let g = IntGauge::default();
+            reg.register(name, help, g.clone());
+            g
+        };
+        let counter = |reg: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            reg.register(name, help, c.clone());
+            c
+        };
+        let connections = gauge(&mut reg, "connections", "Connections open now");
+        let shards = gauge(&mut reg, "shards", "Shards (event loops with their own fd table)");
+        let memory_admitting = gauge(&mut reg, "memory_admitting", "1 while memory is below the watermark");
+        let backpressured = gauge(&mut reg, "backpressured_connections", "Connections whose peer is not reading");
+        let accepted = counter(&mut reg, "accepted", "Connections accepted");
+        let closed = counter(&mut reg, "closed", "Connections closed");
+        let refused_max_conns = counter(&mut reg, "refused_max_conns", "Connections refused by --max-conns");
+        let refused_memory = counter(&mut reg, "refused_memory", "Connections refused by --max-memory");
+        let bytes_in = counter(&mut reg, "bytes_in", "Payload bytes read");
+        let bytes_out = counter(&mut reg, "bytes_out", "Payload bytes written");
+        let udp_datagrams = counter(&mut reg, "udp_datagrams", "UDP datagrams echoed");
+        let errors = Family::<ErrnoLabel, Counter>::default();
+        reg.register("errors", "Failures by errno", errors.clone());
+        let headroom = headroom.then(|| {
+            let usage = Family::<ResourceLabel, Gauge<f64, AtomicU64>>::default();
+            let room = Family::<ResourceLabel, IntGauge>::default();
+            reg.register(
+                "headroom_usage_ratio",
+                "Share of each resource in use (memory by the basis's rule)",
+                usage.clone(),
+            );
+            reg.register("headroom_room_sockets", "Sockets each resource still allows", room.clone());
+            HeadroomMetrics {
+                usage,
+                room,
+                memory_limit: gauge(&mut reg, "memory_limit_bytes", "Memory limit (budget, cgroup or machine)"),
+                memory_used: gauge(&mut reg, "memory_used_bytes", "Memory in use, by the same basis as the limit"),
+                weight: gauge(&mut reg, "agent_weight_percent", "Weight the agent reports, percent (0 while draining)"),
+                draining: gauge(&mut reg, "agent_draining", "1 while the agent reports drain"),
+                maxconn: gauge(&mut reg, "agent_maxconn", "The agent's maxconn: sockets held plus room left"),
+                arriving: gauge(
+                    &mut reg,
+                    "agent_arriving_sockets",
+                    "Sockets expected before the balancer hears the agent",
+                ),
+            }
+        });
+        Metrics {
+            registry: reg,
+            connections,
+            shards,
+            memory_admitting,
+            backpressured,
+            accepted,
+            closed,
+            refused_max_conns,
+            refused_memory,
+            bytes_in,
+            bytes_out,
+            udp_datagrams,
+            errors,
+            headroom,
+        }
     }
-    reg.register("headroom_usage_ratio", "Share of each resource in use (memory by the basis's rule)", usage);
-    reg.register("headroom_room_sockets", "Sockets each resource still allows", room);
-    let gauge = |reg: &mut Registry, name: &str, help: &str, v: u64| {
-        let g: Gauge<i64, std::sync::atomic::AtomicI64> = Gauge::default();
-        g.set(v.min(i64::MAX as u64) as i64);
-        reg.register(name, help, g);
-    };
-    gauge(reg, "memory_limit_bytes", &format!("Memory limit ({})", h.basis.name()), h.memory_limit);
-    gauge(reg, "memory_used_bytes", &format!("Memory in use ({})", h.basis.name()), h.memory_used);
-    let (weight, draining) = match r.state {
-        State::Up { weight } => (u64::from(weight), 0),
-        State::Drain => (0, 1),
-    };
-    gauge(reg, "agent_weight_percent", "Weight the agent reports, percent (0 while draining)", weight);
-    gauge(reg, "agent_draining", "1 while the agent reports drain", draining);
-    gauge(reg, "agent_maxconn", "The agent's maxconn: sockets held plus room left", r.maxconn);
-    gauge(reg, "agent_arriving_sockets", "Sockets expected before the balancer hears the agent", h.arriving);
+
+    /// Stores the latest counters and, when measured, the headroom.
+    pub fn update(&self, t: &ShardStats, shards: usize, memory_ok: bool, headroom: Option<&(Headroom, Reply)>) {
+        set(&self.connections, t.open);
+        set(&self.shards, shards as u64);
+        set(&self.memory_admitting, memory_ok as u64);
+        set(&self.backpressured, t.backpressured);
+        for (c, v) in [
+            (&self.accepted, t.opened),
+            (&self.closed, t.closed),
+            (&self.refused_max_conns, t.refused_max_conns),
+            (&self.refused_memory, t.refused_memory),
+            (&self.bytes_in, t.bytes_in),
+            (&self.bytes_out, t.bytes_out),
+            (&self.udp_datagrams, t.udp_datagrams),
+        ] {
+            c.inner().store(v, Ordering::Relaxed);
+        }
+        for (name, n) in t.errors.ranked() {
+            self.errors.get_or_create(&ErrnoLabel { errno: name.to_string() }).inner().store(n, Ordering::Relaxed);
+        }
+        if let (Some(m), Some((h, r))) = (&self.headroom, headroom) {
+            for res in Resource::ALL {
+                let label = ResourceLabel { resource: res.name().to_string() };
+                m.usage.get_or_create(&label).set(h.usage(res));
+                set(&m.room.get_or_create(&label), h.room(res));
+            }
+            set(&m.memory_limit, h.memory_limit);
+            set(&m.memory_used, h.memory_used);
+            let (weight, draining) = match r.state {
+                State::Up { weight } => (u64::from(weight), 0),
+                State::Drain => (0, 1),
+            };
+            set(&m.weight, weight);
+            set(&m.draining, draining);
+            set(&m.maxconn, r.maxconn);
+            set(&m.arriving, h.arriving);
+        }
+    }
+
+    /// The Prometheus text of the metrics now.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
 }
 
 /// The metrics endpoint: a thread answering every request with the latest
@@ -109,19 +194,19 @@ fn headroom_metrics(reg: &mut Registry, h: &Headroom, r: &Reply) {
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
-    body: Arc<Mutex<String>>,
+    metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
-    /// Listens on `addr`.
-    pub fn start(addr: SocketAddr) -> Result<MetricsServer> {
+    /// Listens on `addr`, serving `metrics` as they are at each scrape.
+    pub fn start(addr: SocketAddr, metrics: Metrics) -> Result<MetricsServer> {
         let listener = TcpListener::bind(addr).map_err(|e| Error::Input(format!("--metrics {addr}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Error::os("metrics address", e))?;
-        let body = Arc::new(Mutex::new(String::new()));
+        let metrics = Arc::new(metrics);
         let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (body.clone(), stop.clone());
+        let (m, s) = (metrics.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
@@ -130,13 +215,12 @@ impl MetricsServer {
                         break;
                     }
                     if let Ok(c) = conn {
-                        let text = b.lock().map(|g| g.clone()).unwrap_or_default();
-                        let _ = answer(c, &text);
+                        let _ = answer(c, &m.text());
                     }
                 }
             })
             .map_err(|e| Error::os("spawning the metrics thread", e))?;
-        Ok(MetricsServer { addr, body, stop, thread: Some(thread) })
+        Ok(MetricsServer { addr, metrics, stop, thread: Some(thread) })
     }
 
     /// The address served.
@@ -144,11 +228,9 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Replaces the text served.
-    pub fn update(&self, text: String) {
-        if let Ok(mut g) = self.body.lock() {
-            *g = text;
-        }
+    /// The metrics served, to update.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 

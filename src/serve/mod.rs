@@ -203,7 +203,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         backlog,
     };
     let mut server = Server::start(&config)?;
-    let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
+    let metrics =
+        args.metrics.map(|addr| metrics::MetricsServer::start(addr, metrics::Metrics::new(true))).transpose()?;
     let limit = plan.per_shard.saturating_mul(plan.shards as u64);
     let mut throttle =
         headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, args.agent_reaction, limit)?;
@@ -235,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 server.set_memory_ok(ok && (args.max_memory.is_none() || server.memory_ok()));
             }
             if let Some(m) = &metrics {
-                m.update(metrics::render_with(&t, server.shards(), server.memory_ok(), view.as_ref()));
+                m.metrics().update(&t, server.shards(), server.memory_ok(), view.as_ref());
             }
             if live {
                 let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
