@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::book::{Claim, InFlight, Work, WorkState};
-use super::elastic::{Policy, View};
+use super::elastic::Policy;
 use super::frame::{self, Partial, Ping};
 use super::reactor::{Handler, Turn};
 use super::sched::RoundRobin;
@@ -188,15 +188,7 @@ impl Client {
     }
 
     fn rebalance(&mut self) -> Result<()> {
-        let views: Vec<View> = self
-            .pool
-            .per_shard()
-            .iter()
-            .enumerate()
-            .filter_map(|(id, s)| {
-                s.as_ref().map(|s| View { id, used: s.open + s.connecting, base: id == 0, retiring: false })
-            })
-            .collect();
+        let views = self.pool.views(|s| s.open + s.connecting, |_| false);
         let more = self.shared.work.with(|w| w.more());
         let d = self.policy.decide(&views, more, Instant::now());
         for _ in 0..d.grow {

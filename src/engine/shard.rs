@@ -331,6 +331,22 @@ impl<H: Handler + 'static> Pool<H> {
         self.ctls.iter().zip(&self.threads).map(|(c, t)| t.as_ref().map(|_| c.stats())).collect()
     }
 
+    /// The elastic policy's view of each running shard: `used` from its
+    /// counters, `retiring` as the supervisor marked it; shard 0 is the base.
+    pub fn views(
+        &self,
+        used: impl Fn(&ShardStats) -> u64,
+        retiring: impl Fn(usize) -> bool,
+    ) -> Vec<super::elastic::View> {
+        self.per_shard()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| {
+                s.as_ref().map(|s| super::elastic::View { id, used: used(s), base: id == 0, retiring: retiring(id) })
+            })
+            .collect()
+    }
+
     /// The merged counters as last published, retired shards included.
     pub fn totals(&self) -> ShardStats {
         let mut t = self.retired.clone();

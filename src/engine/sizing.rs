@@ -133,6 +133,27 @@ pub fn max_shards(connections: u64, limits: &ThreadLimits) -> ShardBound {
     ShardBound { max: best.0.clamp(1, MAX_SHARDS as u64) as usize, why: best.1 }
 }
 
+impl ShardBound {
+    /// Checks a `--shards N` given on the command line against the bound.
+    pub fn check(&self, n: usize) -> crate::Result<usize> {
+        if n == 0 {
+            return Err(crate::Error::Input("--shards must be at least 1".into()));
+        }
+        if n > self.max {
+            return Err(crate::Error::Refused {
+                reason: format!(
+                    "--shards {} is more than this run can use: at most {} ({})",
+                    group(n as u64),
+                    group(self.max as u64),
+                    self.why
+                ),
+                fix: format!("--shards {} or fewer, or leave --shards out to derive it", group(self.max as u64)),
+            });
+        }
+        Ok(n)
+    }
+}
+
 /// The number of cores this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

@@ -230,19 +230,7 @@ pub fn prepare(args: &Spec) -> crate::Result<Load> {
     let nofile = process::raise_nofile().map_err(|e| crate::Error::os("raising RLIMIT_NOFILE", e))?;
     let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let shards = match args.shards {
-        Some(0) => return Err(crate::Error::Input("--shards must be at least 1".into())),
-        Some(n) if n > bound.max => {
-            return Err(crate::Error::Refused {
-                reason: format!(
-                    "--shards {} is more than this run can use: at most {} ({})",
-                    group(n as u64),
-                    group(bound.max as u64),
-                    bound.why
-                ),
-                fix: format!("--shards {} or fewer, or leave --shards out to derive it", group(bound.max as u64)),
-            });
-        }
-        Some(n) => n,
+        Some(n) => bound.check(n)?,
         // Elastic: about one per core to start; more as they fill.
         None => sizing::plan(args.count, nofile.soft, sizing::cores()).shards.min(sizing::cores()).min(bound.max),
     };

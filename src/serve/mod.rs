@@ -158,20 +158,7 @@ pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
     let mut plan = sizing::plan_hashed(args.max_conns.unwrap_or(0), nofile.soft, sizing::cores());
     plan.shards = plan.shards.min(bound.max);
     if let Some(n) = args.shards {
-        anyhow::ensure!(n > 0, crate::Error::Input("--shards must be at least 1".into()));
-        anyhow::ensure!(
-            n <= bound.max,
-            crate::Error::Refused {
-                reason: format!(
-                    "--shards {} is more than this server can use: at most {} ({})",
-                    group(n as u64),
-                    group(bound.max as u64),
-                    bound.why
-                ),
-                fix: format!("--shards {} or fewer, or leave --shards out to derive it", group(bound.max as u64)),
-            }
-        );
-        plan.shards = n;
+        plan.shards = bound.check(n)?;
     }
     Ok(plan)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::Mode;
 use super::shard::{Shard, ShardSetup};
-use crate::engine::elastic::{self, Group, Policy, View};
+use crate::engine::elastic::{self, Group, Policy};
 use crate::engine::gate::{Gate, Watermark};
 use crate::engine::shard::{Mail, Pool};
 use crate::engine::sizing;
@@ -177,15 +177,7 @@ impl Server {
 
     fn rebalance(&mut self) -> Result<()> {
         let now = Instant::now();
-        let views: Vec<View> = self
-            .pool
-            .per_shard()
-            .iter()
-            .enumerate()
-            .filter_map(|(id, s)| {
-                s.as_ref().map(|s| View { id, used: s.open, base: id == 0, retiring: self.retiring.contains_key(&id) })
-            })
-            .collect();
+        let views = self.pool.views(|s| s.open, |id| self.retiring.contains_key(&id));
         let d = self.policy.decide(&views, true, now);
         for _ in 0..d.grow {
             let id = self.pool.add()?;
