@@ -51,9 +51,11 @@ fn two_agents_on_loopback_start_together_and_merge_exactly() {
                 .unwrap()
         })
         .collect();
-    for child in children {
+    for (child, file) in children.into_iter().zip(&files) {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // --quiet prints nothing: on failure, the report says why.
+        let why = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(out.status.success(), "exit {:?}: {why}", out.status.code());
         assert!(out.stdout.is_empty() && out.stderr.is_empty(), "--quiet prints nothing");
     }
     let reports: Vec<Value> = files.iter().map(|f| read_json(f)).collect();
