@@ -10,16 +10,7 @@ use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{LIMIT, Serve};
-
-/// Descriptors open in every fd table of a process (one per thread here).
-fn fds_of(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_dir(t.ok()?.path().join("fd")).ok())
-        .map(|d| d.count())
-        .sum()
-}
+use common::{LIMIT, Serve, fds_of};
 
 fn rss_anon_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -219,11 +219,17 @@ pub struct Pool<H: Handler + 'static> {
     name: String,
     factory: Arc<Factory<H>>,
     notify: Arc<Notify>,
-    ctls: Vec<Arc<ShardCtl>>,
+    /// Each shard's control block; `None` once the shard retired, so that
+    /// its doorbell (a descriptor in the supervisor's table) and its
+    /// histograms go with it: a pool that grows and shrinks for weeks keeps
+    /// nothing of the shards it retired but their counters.
+    ctls: Vec<Option<Arc<ShardCtl>>>,
     threads: Vec<Option<JoinHandle<()>>>,
     /// The last counters of shards already retired (their threads are gone).
     retired: ShardStats,
     retired_hists: Hists,
+    /// Loop failures of shards already retired.
+    retired_failures: Vec<(usize, i32)>,
 }
 
 impl<H: Handler + 'static> std::fmt::Debug for Pool<H> {
@@ -248,6 +254,7 @@ impl<H: Handler + 'static> Pool<H> {
             threads: Vec::new(),
             retired: ShardStats::default(),
             retired_hists: Hists::new(),
+            retired_failures: Vec::new(),
         };
         for _ in 0..n {
             if crate::interrupt::requested().is_some() {
@@ -275,7 +282,7 @@ impl<H: Handler + 'static> Pool<H> {
             .stack_size(STACK_BYTES)
             .spawn(move || shard_main(id, &ctl2, &*factory, &tx))
             .map_err(|e| Error::os(format!("starting shard {id} (a thread)"), e))?;
-        self.ctls.push(ctl);
+        self.ctls.push(Some(ctl));
         self.threads.push(Some(thread));
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Ok(())) => Ok(id),
@@ -313,7 +320,7 @@ impl<H: Handler + 'static> Pool<H> {
     /// Sends every running shard `mail`.
     pub fn broadcast(&self, mail: &Mail) {
         for (c, t) in self.ctls.iter().zip(&self.threads) {
-            if t.is_some() {
+            if let (Some(c), Some(_)) = (c, t) {
                 c.send(mail.clone());
             }
         }
@@ -321,14 +328,14 @@ impl<H: Handler + 'static> Pool<H> {
 
     /// Sends shard `i` `mail`.
     pub fn send(&self, i: usize, mail: Mail) {
-        if let Some(c) = self.ctls.get(i) {
+        if let Some(Some(c)) = self.ctls.get(i) {
             c.send(mail);
         }
     }
 
     /// The counters each shard last published (retired ones excluded).
     pub fn per_shard(&self) -> Vec<Option<ShardStats>> {
-        self.ctls.iter().zip(&self.threads).map(|(c, t)| t.as_ref().map(|_| c.stats())).collect()
+        self.ctls.iter().zip(&self.threads).map(|(c, t)| c.as_ref().zip(t.as_ref()).map(|(c, _)| c.stats())).collect()
     }
 
     /// The elastic policy's view of each running shard: `used` from its
@@ -351,7 +358,7 @@ impl<H: Handler + 'static> Pool<H> {
     pub fn totals(&self) -> ShardStats {
         let mut t = self.retired.clone();
         for (c, th) in self.ctls.iter().zip(&self.threads) {
-            if th.is_some() {
+            if let (Some(c), Some(_)) = (c, th) {
                 t.merge(&c.stats());
             }
         }
@@ -361,7 +368,7 @@ impl<H: Handler + 'static> Pool<H> {
     /// Histograms merged over every shard.
     pub fn hists(&self) -> Hists {
         let mut h = self.retired_hists.clone();
-        for c in &self.ctls {
+        for c in self.ctls.iter().flatten() {
             c.with_hists(|s| h.merge(s));
         }
         h
@@ -375,16 +382,24 @@ impl<H: Handler + 'static> Pool<H> {
 
     /// Stops shard `i` (it closes what it holds) and keeps its counters.
     pub fn retire(&mut self, i: usize) {
-        if let Some(c) = self.ctls.get(i) {
+        if let Some(Some(c)) = self.ctls.get(i) {
             c.request_stop();
         }
         self.join(i);
+        // The thread is gone: this was the last reference to its control
+        // block, and dropping it closes the doorbell.
+        if let Some(c) = self.ctls.get_mut(i).and_then(Option::take) {
+            match c.failed.load(Ordering::Relaxed) {
+                0 => {}
+                e => self.retired_failures.push((i, e)),
+            }
+        }
     }
 
     fn join(&mut self, i: usize) {
         if let Some(t) = self.threads.get_mut(i).and_then(Option::take) {
             let _ = t.join();
-            let c = &self.ctls[i];
+            let Some(c) = &self.ctls[i] else { return };
             self.retired.merge(&c.stats());
             c.with_hists(|h| self.retired_hists.merge(h));
             c.with_hists(|h| *h = Hists::new());
@@ -393,7 +408,7 @@ impl<H: Handler + 'static> Pool<H> {
 
     /// Asks every shard to stop, joins them, and returns the final totals.
     pub fn stop(&mut self) -> ShardStats {
-        for c in &self.ctls {
+        for c in self.ctls.iter().flatten() {
             c.request_stop();
         }
         for i in 0..self.threads.len() {
@@ -405,21 +420,20 @@ impl<H: Handler + 'static> Pool<H> {
     /// Asks every shard to stop without waiting (a second signal may exit
     /// the process while they close).
     pub fn request_stop(&self) {
-        for c in &self.ctls {
+        for c in self.ctls.iter().flatten() {
             c.request_stop();
         }
     }
 
     /// Shards whose loop failed, with the errno.
     pub fn failures(&self) -> Vec<(usize, i32)> {
-        self.ctls
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| match c.failed.load(Ordering::Relaxed) {
-                0 => None,
-                e => Some((i, e)),
-            })
-            .collect()
+        let mut f = self.retired_failures.clone();
+        f.extend(self.ctls.iter().enumerate().filter_map(|(i, c)| match c.as_ref()?.failed.load(Ordering::Relaxed) {
+            0 => None,
+            e => Some((i, e)),
+        }));
+        f.sort_unstable();
+        f
     }
 }
 

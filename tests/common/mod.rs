@@ -23,11 +23,23 @@ pub struct Serve {
 }
 
 impl Serve {
+    /// `serve --status` on a free loopback port with two pinned shards,
+    /// unless `extra` says otherwise.
     pub fn start(extra: &[&str]) -> Serve {
+        let pin: &[&str] = if extra.contains(&"--shards") { &[] } else { &["--shards", "2"] };
+        Serve::spawn(&[pin, extra].concat())
+    }
+
+    /// `serve --status` on a free loopback port with its own shard sizing:
+    /// elastic, as a user runs it.
+    pub fn start_elastic(extra: &[&str]) -> Serve {
+        Serve::spawn(extra)
+    }
+
+    fn spawn(extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
             .args(["serve", "--status"])
             .args(if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] })
-            .args(if extra.contains(&"--shards") { &[][..] } else { &["--shards", "2"][..] })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -55,7 +67,12 @@ impl Serve {
 
     /// Waits for a status line for which `pred` holds; returns it.
     pub fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + LIMIT;
+        self.until_within(what, LIMIT, pred)
+    }
+
+    /// [`Serve::until`] with a bound of its own.
+    pub fn until_within(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.status.recv_timeout(left).unwrap_or_else(|_| panic!("no status line with {what}"));
@@ -70,8 +87,34 @@ impl Serve {
         self.until(&want, |l| l.contains(&want))
     }
 
+    /// Sends `signal` and waits at most `limit` for the process to end:
+    /// the end of its stdout (closed when it exits) is the event. Returns
+    /// the time from the signal to that end, the exit status and the rest of
+    /// stdout; panics past `limit`.
+    pub fn stop_within(&mut self, signal: &str, limit: Duration) -> Stopped {
+        let sent = Instant::now();
+        kill(signal, self.pid());
+        let mut stdout = String::new();
+        loop {
+            let left = (sent + limit).saturating_duration_since(Instant::now());
+            match self.stdout_rest.recv_timeout(left) {
+                Ok(l) => {
+                    stdout.push_str(&l);
+                    stdout.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("serve still running {limit:?} after kill {signal}; stdout so far:\n{stdout}")
+                }
+            }
+        }
+        let took = sent.elapsed();
+        let status = self.child.wait().unwrap();
+        Stopped { took, status, stdout }
+    }
+
     pub fn stop(mut self, signal: &str) -> (std::process::ExitStatus, String) {
-        Command::new("kill").args([signal, &self.pid().to_string()]).status().unwrap();
+        kill(signal, self.pid());
         let status = self.child.wait().unwrap();
         let mut out = String::new();
         while let Ok(l) = self.stdout_rest.recv_timeout(Duration::from_secs(5)) {
@@ -87,6 +130,32 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How a process ended after a signal.
+#[derive(Debug)]
+pub struct Stopped {
+    /// From sending the signal to the end of the process's stdout.
+    pub took: Duration,
+    pub status: std::process::ExitStatus,
+    /// What it printed to stdout after start-up.
+    pub stdout: String,
+}
+
+/// `kill SIGNAL PID`.
+pub fn kill(signal: &str, pid: u32) {
+    let ok = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// Descriptors open in every fd table of a process (each task's table:
+/// shards have their own).
+pub fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_dir(t.ok()?.path().join("fd")).ok())
+        .map(|d| d.count())
+        .sum()
 }
 
 pub fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
