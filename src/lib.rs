@@ -24,11 +24,12 @@
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
+//! | [`proto`] | sans-IO protocol state machines: WebSocket and MQTT, client and server |
 //! | [`serve`] | the server that holds connections, on the engine |
 //! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
-//! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
+//! | `sys` | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
 pub mod calc;
@@ -41,6 +42,7 @@ pub mod load;
 pub mod machine;
 pub mod output;
 pub mod procfs;
+pub mod proto;
 pub mod prove;
 pub mod serve;
 #[allow(unsafe_code)]

@@ -19,6 +19,12 @@ impl Errnos {
         *self.0.entry(errno_name(errno)).or_insert(0) += 1;
     }
 
+    /// Counts one failure by name: a protocol failure
+    /// ([`Fault::name`](crate::proto::Fault::name)) beside the errnos.
+    pub fn add_name(&mut self, name: &'static str) {
+        *self.0.entry(name).or_insert(0) += 1;
+    }
+
     /// Adds another table into this one.
     pub fn merge(&mut self, other: &Errnos) {
         for (k, v) in &other.0 {

@@ -1,7 +1,7 @@
 //! What each errno means during a load run, and what to change.
 //!
 //! A load run counts its failures by errno name (the names of
-//! [`crate::sys::errno_name`]). The report prints each name with its
+//! `crate::sys::errno_name`). The report prints each name with its
 //! [`Explanation`]: the meaning in the context of many concurrent
 //! connections, not the libc one-liner, and the concrete fix. A name not in
 //! the table gets [`GENERIC`].
@@ -26,9 +26,13 @@ pub fn known() -> impl Iterator<Item = &'static str> {
     TABLE.iter().map(|(name, _)| *name)
 }
 
-/// The explanation of `errno_name` (`EADDRNOTAVAIL`), or [`GENERIC`].
+/// The explanation of `errno_name` (`EADDRNOTAVAIL`), or of a protocol
+/// failure counted in the same table ([`crate::proto::explain`]), or
+/// [`GENERIC`].
 pub fn explain(errno_name: &str) -> Explanation {
-    lookup(errno_name).unwrap_or(GENERIC)
+    lookup(errno_name)
+        .or_else(|| crate::proto::explain(errno_name).map(|(meaning, fix)| Explanation { meaning, fix }))
+        .unwrap_or(GENERIC)
 }
 
 /// The explanation of `errno_name`, None when the table does not know it.
