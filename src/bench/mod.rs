@@ -24,6 +24,7 @@ use crate::engine::stats::ShardStats;
 use crate::error::Error;
 use crate::load::explain::explain;
 use crate::load::plan::PairBudget;
+use crate::load::protocol::ProtoArgs;
 use crate::load::report::{LoadReport, Sample};
 use crate::load::run::{self as load_run, Hooks};
 use crate::machine::{self, Machine};
@@ -49,6 +50,15 @@ pub struct Args {
     /// Run even when the doctor predicts the target does not fit.
     #[arg(long)]
     pub force: bool,
+    /// Speak WebSocket over every connection: upgrade, masked ping frames
+    /// as heartbeats, the close handshake at the end.
+    #[arg(long, conflicts_with = "mqtt")]
+    pub ws: bool,
+    /// Speak MQTT 3.1.1 over every connection: CONNECT, PINGREQ as
+    /// heartbeats, DISCONNECT at the end (keepalive 0: the heartbeat rate is
+    /// --ping-rate's).
+    #[arg(long)]
+    pub mqtt: bool,
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -111,7 +121,13 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     let server_shards = sizing::plan_hashed(args.count, nofile.soft, sizing::cores()).shards.min(bound.max);
     let mut server = Server::start(&ServerConfig {
         listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
-        mode: Mode::Echo,
+        mode: if args.ws {
+            Mode::Ws
+        } else if args.mqtt {
+            Mode::Mqtt
+        } else {
+            Mode::Echo
+        },
         udp: false,
         max_conns: Some(args.count),
         max_memory: None,
@@ -136,11 +152,18 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
         in_flight: 4096,
         shards: None,
         json: None,
+        proto: Box::new(ProtoArgs {
+            ws: args.ws.then(|| "/".to_string()),
+            mqtt: args.mqtt,
+            keepalive: Duration::ZERO,
+            ..ProtoArgs::default()
+        }),
     })?;
     writeln!(
         human,
-        "bench: {} connections to {target} from {} source IPs; {} server + {} client shards",
+        "bench: {} {} connections to {target} from {} source IPs; {} server + {} client shards",
         group(args.count),
+        load.proto.protocol().name(),
         load.plan.sources,
         server_shards,
         load.client.shards
@@ -225,6 +248,9 @@ fn assemble(
         user_rss_anon_bytes: peak.rss,
         ping_rtt_us: l.ping_rtt_us,
         connect_latency_us: l.connect_latency_us,
+        protocol: l.protocol,
+        handshake_latency_us: l.handshake_latency_us,
+        handshake_rate_per_s: l.handshake_rate_per_s,
         failed: l.failed,
         first_limit,
         shards: Shards { server: server_shards, client: l.shards },

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::book::{Claim, InFlight, Work, WorkState};
@@ -23,12 +23,14 @@ use super::elastic::{Policy, View};
 use super::frame::{self, Partial, Ping};
 use super::reactor::{Handler, Turn};
 use super::sched::RoundRobin;
+use super::session::ClientSessions;
 use super::shard::{Hists, Mail, Pool, ShardCtl};
 use super::sizing;
 use super::stats::ShardStats;
 use super::table::{ConnTable, Record};
 use super::token::Token;
 use crate::error::{Error, Result};
+use crate::proto::{ClientSpec, Event, Fault};
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errno_of;
 use crate::sys::net::{self, Io, Kind};
@@ -57,6 +59,9 @@ pub fn cross(sources: &[IpAddr], targets: &[SocketAddr]) -> Vec<Pair> {
 /// Heartbeats are sent in batches at least this far apart: a shard wakes
 /// for them at most 50 times a second, whatever the rate.
 const PING_BATCH: Duration = Duration::from_millis(20);
+
+/// How long the stop waits for the servers' answers to WebSocket closes.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// What to open and how.
 #[derive(Debug, Clone)]
@@ -99,6 +104,10 @@ struct Shared {
     heartbeats: AtomicBool,
     /// Connections one shard holds at most before it stops claiming.
     full_at: u64,
+    /// The protocol spoken over each connection once TCP is connected.
+    proto: ClientSpec,
+    /// Protocol sessions started so far (MQTT client ids are numbered by it).
+    sessions: AtomicU64,
 }
 
 /// A running client.
@@ -111,8 +120,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts the shards; they begin connecting at once.
+    /// Starts the shards; they begin connecting at once, over bare TCP.
     pub fn start(config: &ClientConfig) -> Result<Client> {
+        Client::start_with(config, &ClientSpec::Tcp)
+    }
+
+    /// Starts the shards, speaking `proto` over each connection.
+    pub fn start_with(config: &ClientConfig, proto: &ClientSpec) -> Result<Client> {
         if config.pairs.is_empty() {
             return Err(Error::Input("no (source, destination) pair to connect over".into()));
         }
@@ -129,6 +143,8 @@ impl Client {
             // A pinned pool spreads the target evenly; an elastic one fills
             // each table to near its cap before the next one takes over.
             full_at: if config.elastic { policy.full_at() } else { config.count.div_ceil(shards as u64).max(1) },
+            proto: proto.clone(),
+            sessions: AtomicU64::new(0),
         });
         let s = shared.clone();
         let pool = Pool::start("load", shards, Arc::new(move |_id, _ep: &Epoll| Ok(ClientShard::new(s.clone()))))?;
@@ -234,14 +250,19 @@ impl Client {
 struct Conn {
     state: u8,
     ping_out: bool,
-    /// Connect start, or ping send time, in microseconds on the shard clock
-    /// (wrapping).
+    /// The protocol's state byte (see [`crate::proto`]); in the padding, so
+    /// the record stays 8 bytes.
+    proto: u8,
+    /// Connect or handshake start, or ping send time, in microseconds on the
+    /// shard clock (wrapping).
     started_us: u32,
 }
 
 const FREE: u8 = 0;
 const CONNECTING: u8 = 1;
 const ESTABLISHED: u8 = 2;
+/// TCP is connected; the protocol's handshake is under way.
+const HANDSHAKING: u8 = 3;
 
 impl Record for Conn {
     fn is_open(&self) -> bool {
@@ -259,13 +280,18 @@ pub struct ClientShard {
     stats: ShardStats,
     /// Samples taken in this batch, published at its end under one lock.
     connect_samples: Vec<u32>,
+    handshake_samples: Vec<u32>,
     rtt_samples: Vec<u32>,
+    /// Protocol state beyond the record (side buffers while incomplete).
+    sessions: ClientSessions,
     epoch: Instant,
     pings: RoundRobin,
     last_turn: Instant,
     seq: u32,
     /// A socket-level failure that no claim can fix (EMFILE): stop claiming.
     starved: bool,
+    /// The stop came: sessions are being closed.
+    stopping: bool,
     retiring: bool,
     scratch: Vec<u8>,
 }
@@ -288,12 +314,15 @@ impl ClientShard {
             partial: HashMap::new(),
             stats: ShardStats::default(),
             connect_samples: Vec::new(),
+            handshake_samples: Vec::new(),
             rtt_samples: Vec::new(),
+            sessions: ClientSessions::new(),
             epoch: now,
             pings: RoundRobin::new(0.0),
             last_turn: now,
             seq: 0,
             starved: false,
+            stopping: false,
             retiring: false,
             scratch: vec![0; 4096],
         }
@@ -361,7 +390,7 @@ impl ClientShard {
         let started_us = self.now_us();
         match setup() {
             Ok(done) => {
-                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, started_us });
+                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, proto: 0, started_us });
                 self.stats.connecting += 1;
                 self.stats.max_fd = self.stats.max_fd.max(fd as u64);
                 if done {
@@ -383,14 +412,41 @@ impl ClientShard {
         let now = self.now_us();
         let Some(c) = self.conns.get_mut(fd) else { return };
         let took = now.wrapping_sub(c.started_us);
+        self.connect_samples.push(took.max(1));
+        if self.shared.proto != ClientSpec::Tcp {
+            // Connected at the TCP level: the protocol's handshake starts,
+            // timed from now and bounded by the connect timeout too.
+            c.state = HANDSHAKING;
+            c.started_us = now;
+            self.in_flight.push(fd, now);
+            let id = self.shared.sessions.fetch_add(1, Ordering::Relaxed);
+            self.sessions.hello(&self.shared.proto, fd, now, id);
+            let hello = std::mem::take(&mut self.sessions.out);
+            self.send(fd, &hello);
+            self.sessions.out = hello;
+            return;
+        }
         c.state = ESTABLISHED;
         self.stats.connecting -= 1;
         self.stats.opened += 1;
         self.stats.open += 1;
-        self.connect_samples.push(took.max(1));
         if let Some(first) = self.cfg().first_message.clone() {
             self.send(fd, &first);
         }
+    }
+
+    /// The protocol's handshake completed.
+    fn ready(&mut self, fd: RawFd) {
+        let now = self.now_us();
+        let Some(c) = self.conns.get_mut(fd) else { return };
+        if c.state != HANDSHAKING {
+            return;
+        }
+        c.state = ESTABLISHED;
+        self.handshake_samples.push(now.wrapping_sub(c.started_us).max(1));
+        self.stats.connecting -= 1;
+        self.stats.opened += 1;
+        self.stats.open += 1;
     }
 
     /// Writes a whole small message or drops the connection: a torn message
@@ -417,10 +473,17 @@ impl ClientShard {
     }
 
     fn fail_connect(&mut self, fd: RawFd, errno: i32) {
-        self.stats.errors.add(errno);
+        self.fail_named(fd, crate::sys::errno_name(errno));
+    }
+
+    /// A connect or a handshake failed, for the reason `name` (an errno's
+    /// or a protocol failure's).
+    fn fail_named(&mut self, fd: RawFd, name: &'static str) {
+        self.stats.errors.add_name(name);
         self.stats.failed += 1;
         self.stats.connecting -= 1;
         self.conns.remove(fd);
+        self.sessions.forget(fd);
         let _ = net::set_linger_zero(fd);
         net::close(fd);
         self.shared.work.with(WorkState::lost);
@@ -433,6 +496,9 @@ impl ClientShard {
                 Ok(Io::Done(n)) => {
                     self.stats.bytes_in += n as u64;
                     self.on_bytes(fd, n);
+                    if self.conns.get(fd).is_none() {
+                        return; // the protocol closed it
+                    }
                 }
                 Ok(Io::WouldBlock) => return,
                 Err(e) => return self.lost(fd, Some(errno_of(&e))),
@@ -441,6 +507,9 @@ impl ClientShard {
     }
 
     fn on_bytes(&mut self, fd: RawFd, n: usize) {
+        if self.shared.proto != ClientSpec::Tcp {
+            return self.on_proto_bytes(fd, n);
+        }
         if self.cfg().message.is_some() {
             // Any reply ends the round trip of the message outstanding.
             let now = self.now_us();
@@ -474,8 +543,122 @@ impl ClientShard {
         }
     }
 
+    /// Feeds what a protocol connection read to its state machine, sends
+    /// the answers, and acts on what happened.
+    fn on_proto_bytes(&mut self, fd: RawFd, n: usize) {
+        let Some(&c) = self.conns.get(fd) else { return };
+        let mut state = c.proto;
+        let r = self.sessions.input(&self.shared.proto, fd, &mut state, c.started_us, &self.scratch[..n]);
+        if let Some(c) = self.conns.get_mut(fd) {
+            c.proto = state;
+        }
+        if !self.sessions.out.is_empty() {
+            let out = std::mem::take(&mut self.sessions.out);
+            let sent = self.send(fd, &out);
+            self.sessions.out = out;
+            if !sent {
+                return;
+            }
+        }
+        if let Err(fault) = r {
+            return self.fault(fd, fault);
+        }
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        let now_us = self.now_us();
+        for i in 0..self.sessions.events.len() {
+            match self.sessions.events[i] {
+                Event::Ready => self.ready(fd),
+                Event::Pong(token) => {
+                    let Some(c) = self.conns.get_mut(fd) else { continue };
+                    if !c.ping_out {
+                        continue;
+                    }
+                    c.ping_out = false;
+                    let us = match token {
+                        Some(sent_ns) => now_ns.saturating_sub(sent_ns) / 1000,
+                        None => u64::from(now_us.wrapping_sub(c.started_us)),
+                    };
+                    self.stats.pongs += 1;
+                    self.rtt_samples.push(us.clamp(1, u64::from(u32::MAX)) as u32);
+                }
+                Event::PeerClose | Event::Closed if self.stopping => {
+                    self.stats.close_handshakes += 1;
+                    return self.finish(fd);
+                }
+                Event::PeerClose | Event::Closed => return self.lost(fd, None),
+            }
+        }
+    }
+
+    /// Closes a connection whose session ended at the stop, counting it
+    /// neither as lost nor as failed.
+    fn finish(&mut self, fd: RawFd) {
+        if self.conns.remove(fd).is_some() {
+            self.stats.open -= 1;
+        }
+        self.sessions.forget(fd);
+        net::close(fd);
+    }
+
+    /// Ends every session at the stop: a close frame or DISCONNECT on each
+    /// established connection. A WebSocket close handshake then waits for
+    /// the server's close (at most [`CLOSE_WAIT`]); MQTT's DISCONNECT has
+    /// no answer.
+    fn say_goodbye(&mut self, epoll: &Epoll) {
+        self.stopping = true;
+        let shared = self.shared.clone();
+        let mut awaiting = 0u64;
+        for fd in self.conns.open_fds() {
+            let Some(c) = self.conns.get_mut(fd) else { continue };
+            if c.state != ESTABLISHED {
+                continue;
+            }
+            let wait = self.sessions.goodbye(&shared.proto, &mut c.proto);
+            if self.sessions.out.is_empty() {
+                continue;
+            }
+            let out = std::mem::take(&mut self.sessions.out);
+            if self.send(fd, &out) && wait {
+                awaiting += 1;
+            }
+            self.sessions.out = out;
+        }
+        let deadline = Instant::now() + CLOSE_WAIT;
+        let mut events = vec![epoll::empty_event(); 256];
+        let before = self.stats.close_handshakes;
+        while self.stats.close_handshakes - before < awaiting {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let n = epoll.wait(&mut events, Turn::Until(deadline).timeout_ms(now)).unwrap_or(0);
+            for ev in &events[..n] {
+                if let Token::Conn(fd) = Token::decode(epoll::token(ev)) {
+                    self.read_ready(fd);
+                }
+            }
+        }
+    }
+
+    /// A protocol failure: a failed handshake, or a lost connection.
+    fn fault(&mut self, fd: RawFd, fault: Fault) {
+        match self.conns.get(fd) {
+            Some(c) if c.state == HANDSHAKING => self.fail_named(fd, fault.name()),
+            Some(_) => {
+                self.stats.errors.add_name(fault.name());
+                self.lost(fd, None);
+            }
+            None => {}
+        }
+    }
+
     /// The server closed or reset an established connection.
     fn lost(&mut self, fd: RawFd, errno: Option<i32>) {
+        if self.conns.get(fd).is_some_and(|c| c.state == HANDSHAKING) {
+            // During the handshake it counts as a failed connect.
+            let name = errno.map_or(Fault::HandshakeClosed.name(), crate::sys::errno_name);
+            return self.fail_named(fd, name);
+        }
         if let Some(e) = errno {
             self.stats.errors.add(e);
         }
@@ -485,6 +668,7 @@ impl ClientShard {
             self.shared.work.with(WorkState::lost);
         }
         self.partial.remove(&fd);
+        self.sessions.forget(fd);
         net::close(fd);
     }
 
@@ -493,10 +677,13 @@ impl ClientShard {
         let limit = self.cfg().connect_timeout.as_micros().min(u32::MAX as u128) as u32;
         let conns = &self.conns;
         let expired = self.in_flight.expired(now, limit, |fd, started| {
-            conns.get(fd).is_some_and(|c| c.state == CONNECTING && c.started_us == started)
+            conns.get(fd).is_some_and(|c| matches!(c.state, CONNECTING | HANDSHAKING) && c.started_us == started)
         });
         for fd in expired {
-            self.fail_connect(fd, libc::ETIMEDOUT);
+            match self.conns.get(fd) {
+                Some(c) if c.state == HANDSHAKING => self.fail_named(fd, Fault::HandshakeTimeout.name()),
+                _ => self.fail_connect(fd, libc::ETIMEDOUT),
+            }
         }
         match self.in_flight.next_deadline_us(self.now_us(), limit) {
             Some(us) => Turn::Until(Instant::now() + Duration::from_micros(u64::from(us))),
@@ -509,7 +696,15 @@ impl ClientShard {
         let elapsed = now.duration_since(self.last_turn);
         // This shard's share of the rate follows the connections it holds.
         let count = self.cfg().count.max(1) as f64;
-        self.pings.set_rate(self.cfg().ping_rate * self.stats.open as f64 / count);
+        let mut rate = self.cfg().ping_rate * self.stats.open as f64 / count;
+        if let ClientSpec::Mqtt(m) = &self.shared.proto
+            && m.keepalive_s > 0
+        {
+            // Every session must send something within its keepalive: visit
+            // each one in two thirds of it at least.
+            rate = rate.max(self.stats.open as f64 * 1.5 / f64::from(m.keepalive_s));
+        }
+        self.pings.set_rate(rate);
         let due = self.pings.earn(elapsed);
         if due > 0 && self.stats.open > 0 {
             self.send_pings(due);
@@ -533,10 +728,18 @@ impl ClientShard {
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         let now_us = self.now_us();
         let message = self.cfg().message.clone();
+        let shared = self.shared.clone();
+        let mut beat = Vec::new();
         for fd in targets {
             self.seq = self.seq.wrapping_add(1);
             let frame = frame::encode(Ping { seq: self.seq, sent_ns: now_ns });
-            let bytes: &[u8] = message.as_deref().unwrap_or(&frame);
+            let bytes: &[u8] = if shared.proto != ClientSpec::Tcp {
+                self.sessions.heartbeat(&shared.proto, now_ns);
+                std::mem::swap(&mut beat, &mut self.sessions.out);
+                &beat
+            } else {
+                message.as_deref().unwrap_or(&frame)
+            };
             if self.send(fd, bytes) {
                 self.stats.pings += 1;
                 if let Some(c) = self.conns.get_mut(fd) {
@@ -585,22 +788,24 @@ impl Handler for ClientShard {
         turn
     }
 
-    fn on_stop(&mut self, _epoll: &Epoll) {
-        let mut held = 0;
+    fn on_stop(&mut self, epoll: &Epoll) {
+        let established = |c: &Conn| c.state == ESTABLISHED;
+        let held = self.conns.open_fds().into_iter().filter(|&fd| self.conns.get(fd).is_some_and(established)).count();
+        if self.shared.proto != ClientSpec::Tcp {
+            self.say_goodbye(epoll);
+        }
         for fd in self.conns.open_fds() {
             // With --close rst, SO_LINGER 0 was set when the socket was made.
             net::close(fd);
-            if let Some(c) = self.conns.remove(fd)
-                && c.state == ESTABLISHED
-            {
-                held += 1;
-            }
+            self.conns.remove(fd);
         }
+        let held = held as u64;
         self.stats.held_at_stop = held;
         self.stats.open = 0;
         self.stats.connecting = 0;
         self.in_flight.clear();
         self.partial.clear();
+        self.sessions.clear();
     }
 
     fn stats(&self) -> &ShardStats {
@@ -608,13 +813,16 @@ impl Handler for ClientShard {
     }
 
     fn publish_extra(&mut self, ctl: &ShardCtl) {
-        if self.connect_samples.is_empty() && self.rtt_samples.is_empty() {
+        if self.connect_samples.is_empty() && self.rtt_samples.is_empty() && self.handshake_samples.is_empty() {
             return;
         }
-        let (c, r) = (&mut self.connect_samples, &mut self.rtt_samples);
+        let (c, r, hs) = (&mut self.connect_samples, &mut self.rtt_samples, &mut self.handshake_samples);
         ctl.with_hists(|h| {
             for &v in c.iter() {
                 h.connect_us.saturating_record(u64::from(v));
+            }
+            for &v in hs.iter() {
+                h.handshake_us.saturating_record(u64::from(v));
             }
             for &v in r.iter() {
                 h.rtt_us.saturating_record(u64::from(v));
@@ -622,6 +830,7 @@ impl Handler for ClientShard {
         });
         c.clear();
         r.clear();
+        hs.clear();
     }
 }
 

@@ -94,6 +94,9 @@ pub struct ShardStats {
     /// Client: connections opened again after the server closed one or a
     /// connect failed (`--reconnect`).
     pub reconnects: u64,
+    /// Client: protocol sessions closed cleanly at the stop (a WebSocket
+    /// close answered by the server).
+    pub close_handshakes: u64,
     /// Connections still held when the stop came (closed by us then), taken
     /// after the events pending at that moment were handled.
     pub held_at_stop: u64,
@@ -119,6 +122,7 @@ impl ShardStats {
         self.pongs += o.pongs;
         self.reconnects += o.reconnects;
         self.held_at_stop += o.held_at_stop;
+        self.close_handshakes += o.close_handshakes;
     }
 
     /// Copies every counter of `o` but the error table (which the caller

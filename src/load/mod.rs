@@ -11,6 +11,7 @@
 //!   `--first-message`.
 //! - [`mod@run`] checks the arguments, runs the engine's client through ramp,
 //!   hold and teardown, and samples it once a second.
+//! - [`protocol`] turns `--ws` and `--mqtt` into what the engine speaks.
 //! - [`report`] is the report: JSON and the human table.
 //! - [`target`] parses `HOST:PORT` addresses, resolves host names once and
 //!   states which addresses a load uses.
@@ -18,6 +19,7 @@
 pub mod bytes;
 pub mod explain;
 pub mod plan;
+pub mod protocol;
 pub mod report;
 pub mod run;
 pub mod target;

@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use super::bytes::parse_escaped;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
+use super::protocol::ProtoArgs;
 use super::report::{LoadReport, Percentiles, Sample, errno_rows};
 use super::target::{self, Target};
 use crate::engine::client::{Client, ClientConfig, CloseMode};
@@ -116,6 +117,10 @@ pub struct Args {
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// The protocol spoken over each connection (boxed: the command line
+    /// stays small on the stack).
+    #[command(flatten)]
+    pub proto: Box<ProtoArgs>,
 }
 
 /// A checked load: the plan and the engine's configuration.
@@ -125,6 +130,8 @@ pub struct Load {
     pub plan: Plan,
     /// What the engine runs.
     pub client: ClientConfig,
+    /// The protocol spoken over each connection.
+    pub proto: crate::proto::ClientSpec,
     /// How long to hold.
     pub hold: Duration,
     /// What each target given by name resolved to and which addresses are
@@ -144,6 +151,7 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
         given
     };
     let plan = plan::plan(args.count, &targets, &sources, usable, args.pair_budget)?;
+    let proto = args.proto.spec(&args.targets, args.message.is_some() || args.first_message.is_some())?;
     let nofile = process::raise_nofile().map_err(|e| crate::Error::os("raising RLIMIT_NOFILE", e))?;
     let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let shards = match args.shards {
@@ -177,7 +185,7 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
         reconnect: args.reconnect,
         close: args.close,
     };
-    Ok(Load { plan, client, hold: args.hold, notes })
+    Ok(Load { plan, client, proto, hold: args.hold, notes })
 }
 
 /// What a caller of [`execute`] hooks into the run.
@@ -205,7 +213,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     let Hooks { tick, guard, at_peak } = hooks;
     let count = load.client.count;
     let started = Instant::now();
-    let mut client = Client::start(&load.client)?;
+    let mut client = Client::start_with(&load.client, &load.proto)?;
     let mut timeline = Vec::new();
     let (mut peak, mut rss, mut peak_shards) = (0u64, 0u64, client.shards());
     let mut last = (0.0f64, ShardStats::default());
@@ -302,6 +310,14 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         hold_ended_early: ended_early,
         stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
+        protocol: load.proto.protocol(),
+        handshake_latency_us: Percentiles::of(&hists.handshake_us),
+        handshake_rate_per_s: if load.proto.protocol() == crate::proto::Protocol::Tcp {
+            0.0
+        } else {
+            fin.opened.min(count) as f64 / ramp.as_secs_f64().max(1e-9)
+        },
+        close_handshakes: fin.close_handshakes,
         ping_rtt_us: Percentiles::of(&hists.rtt_us),
         pings_sent: fin.pings,
         pongs: fin.pongs,

@@ -54,6 +54,29 @@ impl Protocol {
     }
 }
 
+/// What a client speaks, with the settings every connection shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClientSpec {
+    /// Bare TCP.
+    #[default]
+    Tcp,
+    /// WebSocket.
+    Ws(ws::ClientConfig),
+    /// MQTT.
+    Mqtt(mqtt::ClientConfig),
+}
+
+impl ClientSpec {
+    /// The protocol.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            ClientSpec::Tcp => Protocol::Tcp,
+            ClientSpec::Ws(_) => Protocol::Ws,
+            ClientSpec::Mqtt(_) => Protocol::Mqtt,
+        }
+    }
+}
+
 /// What a state machine saw in the bytes it was fed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -103,6 +126,8 @@ pub enum Fault {
     MqttSubscribeRefused,
     /// The protocol handshake did not complete within the connect timeout.
     HandshakeTimeout,
+    /// The server closed the connection before the handshake completed.
+    HandshakeClosed,
 }
 
 impl Fault {
@@ -123,6 +148,7 @@ impl Fault {
             Fault::MqttTooLarge => "MQTT_PACKET_TOO_LARGE",
             Fault::MqttSubscribeRefused => "MQTT_SUBSCRIBE_REFUSED",
             Fault::HandshakeTimeout => "HANDSHAKE_TIMEOUT",
+            Fault::HandshakeClosed => "HANDSHAKE_CLOSED",
         }
     }
 
@@ -222,6 +248,10 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
         "HANDSHAKE_TIMEOUT" => (
             "the protocol handshake did not complete within the connect timeout: the server accepted TCP but never answered",
             "check that the server speaks the protocol, or raise --connect-timeout",
+        ),
+        "HANDSHAKE_CLOSED" => (
+            "the server closed the connection before the protocol handshake completed: often a server at its connection limit (mosquitto closes at max_connections or when its descriptors run out)",
+            "raise the server's connection and descriptor limits, or spread the load over more server processes",
         ),
         n if n.starts_with("WS_HTTP_") => (
             "the server refused the WebSocket upgrade with this HTTP status",
@@ -331,6 +361,7 @@ mod tests {
             Fault::MqttTooLarge,
             Fault::MqttSubscribeRefused,
             Fault::HandshakeTimeout,
+            Fault::HandshakeClosed,
         ];
         for f in faults {
             assert!(explain(f.name()).is_some(), "{}", f.name());

@@ -17,6 +17,18 @@
 
 use super::{Event, Fault, Machine};
 
+/// What every client connection of a run sends in CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Client ids are `PREFIX-<n>`, n counting the sessions of the run.
+    pub client_id_prefix: String,
+    /// Keepalive in seconds (0: none); the heartbeat rate keeps every
+    /// session under it.
+    pub keepalive_s: u16,
+    /// A topic to subscribe to once connected.
+    pub subscribe: Option<String>,
+}
+
 /// The longest packet accepted (fixed header included).
 pub const MAX_PACKET: usize = 64 * 1024;
 

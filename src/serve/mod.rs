@@ -36,6 +36,10 @@ pub enum Mode {
     Silent,
     /// Write back what was read, with backpressure.
     Echo,
+    /// WebSocket: answer upgrades, echo data frames, answer pings and closes.
+    Ws,
+    /// MQTT 3.1.1: answer CONNECT, PINGREQ and SUBSCRIBE.
+    Mqtt,
 }
 
 /// Arguments of `tcpmax serve`.
@@ -45,7 +49,8 @@ pub struct Args {
     /// a host name listens on every address it resolves to.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000", value_parser = target::parse_listen)]
     pub listen: Vec<Target>,
-    /// silent: read and discard; echo: write back, with backpressure.
+    /// silent: read and discard; echo: write back, with backpressure; ws:
+    /// WebSocket echo; mqtt: an MQTT broker that answers CONNECT and PINGREQ.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
     /// Also echo UDP datagrams on the same port numbers.
