@@ -59,6 +59,9 @@ pub struct Args {
     /// --ping-rate's).
     #[arg(long)]
     pub mqtt: bool,
+    /// TLS 1.3 under the protocol, with a generated ECDSA P-256 certificate.
+    #[arg(long)]
+    pub tls: bool,
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -119,24 +122,36 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     let backlog = fs.sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
     let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let server_shards = sizing::plan_hashed(args.count, nofile.soft, sizing::cores()).shards.min(bound.max);
-    let mut server = Server::start(&ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
-        mode: if args.ws {
-            Mode::Ws
-        } else if args.mqtt {
-            Mode::Mqtt
-        } else {
-            Mode::Echo
+    let tls = if args.tls {
+        let (cert, key, _, _) = crate::proto::tls::self_signed()?;
+        let server = crate::proto::tls::server_config(vec![cert.clone()], key, 0)?;
+        let client =
+            crate::proto::tls::client_setup(crate::proto::tls::Trust::Roots(vec![cert]), "localhost", &[], false)?;
+        Some((server, client))
+    } else {
+        None
+    };
+    let mut server = Server::start_with_tls(
+        &ServerConfig {
+            listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
+            mode: if args.ws {
+                Mode::Ws
+            } else if args.mqtt {
+                Mode::Mqtt
+            } else {
+                Mode::Echo
+            },
+            udp: false,
+            max_conns: Some(args.count),
+            max_memory: None,
+            shards: server_shards,
+            elastic: true,
+            backlog,
         },
-        udp: false,
-        max_conns: Some(args.count),
-        max_memory: None,
-        shards: server_shards,
-        elastic: true,
-        backlog,
-    })?;
+        tls.as_ref().map(|t| t.0.clone()),
+    )?;
     let target = server.local_addrs()[0];
-    let load = load_run::prepare(&load_run::Args {
+    let mut load = load_run::prepare(&load_run::Args {
         targets: vec![target.into()],
         count: args.count,
         rate: None,
@@ -159,6 +174,7 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
             ..ProtoArgs::default()
         }),
     })?;
+    load.tls = tls.map(|t| t.1);
     writeln!(
         human,
         "bench: {} {} connections to {target} from {} source IPs; {} server + {} client shards",
@@ -249,6 +265,7 @@ fn assemble(
         ping_rtt_us: l.ping_rtt_us,
         connect_latency_us: l.connect_latency_us,
         protocol: l.protocol,
+        tls: l.tls,
         handshake_latency_us: l.handshake_latency_us,
         handshake_rate_per_s: l.handshake_rate_per_s,
         failed: l.failed,

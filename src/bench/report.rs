@@ -64,6 +64,8 @@ pub struct BenchReport {
     pub connect_latency_us: Percentiles,
     /// The protocol spoken over each connection.
     pub protocol: crate::proto::Protocol,
+    /// True when it ran over TLS.
+    pub tls: bool,
     /// Protocol handshake time, TCP connected to handshake done (no samples
     /// over bare TCP).
     pub handshake_latency_us: Percentiles,
@@ -91,7 +93,9 @@ impl BenchReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "tcpmax bench: {} {} connections on loopback", group(self.target), self.protocol.name());
+        let tls = if self.tls { " over TLS" } else { "" };
+        let _ =
+            writeln!(w, "tcpmax bench: {} {}{tls} connections on loopback", group(self.target), self.protocol.name());
         if self.interrupted {
             let _ = writeln!(w, "  (interrupted: figures below are what was measured before Ctrl-C)");
         }
@@ -112,7 +116,7 @@ impl BenchReport {
             self.ping_rtt_us.summary()
         );
         let _ = writeln!(w, "  connect latency     {}", self.connect_latency_us.summary());
-        if self.protocol != crate::proto::Protocol::Tcp {
+        if self.protocol != crate::proto::Protocol::Tcp || self.tls {
             let _ = writeln!(
                 w,
                 "  handshake           {} ({} handshakes/s)",

@@ -30,7 +30,7 @@ use super::stats::ShardStats;
 use super::table::{ConnTable, Record};
 use super::token::Token;
 use crate::error::{Error, Result};
-use crate::proto::{ClientSpec, Event, Fault};
+use crate::proto::{ClientSpec, Fault, tls};
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errno_of;
 use crate::sys::net::{self, Io, Kind};
@@ -44,6 +44,8 @@ pub enum CloseMode {
     /// FIN: an orderly close; this side keeps TIME_WAIT entries.
     Fin,
 }
+
+mod wire;
 
 /// One (source, destination) pair: `None` lets the kernel pick the source.
 pub type Pair = (Option<IpAddr>, SocketAddr);
@@ -106,6 +108,8 @@ struct Shared {
     full_at: u64,
     /// The protocol spoken over each connection once TCP is connected.
     proto: ClientSpec,
+    /// TLS under the protocol, if any.
+    tls: Option<tls::ClientSetup>,
     /// Protocol sessions started so far (MQTT client ids are numbered by it).
     sessions: AtomicU64,
 }
@@ -122,11 +126,12 @@ pub struct Client {
 impl Client {
     /// Starts the shards; they begin connecting at once, over bare TCP.
     pub fn start(config: &ClientConfig) -> Result<Client> {
-        Client::start_with(config, &ClientSpec::Tcp)
+        Client::start_with(config, &ClientSpec::Tcp, None)
     }
 
-    /// Starts the shards, speaking `proto` over each connection.
-    pub fn start_with(config: &ClientConfig, proto: &ClientSpec) -> Result<Client> {
+    /// Starts the shards, speaking `proto` over each connection, over TLS
+    /// when `tls` is given.
+    pub fn start_with(config: &ClientConfig, proto: &ClientSpec, tls: Option<&tls::ClientSetup>) -> Result<Client> {
         if config.pairs.is_empty() {
             return Err(Error::Input("no (source, destination) pair to connect over".into()));
         }
@@ -144,6 +149,7 @@ impl Client {
             // each table to near its cap before the next one takes over.
             full_at: if config.elastic { policy.full_at() } else { config.count.div_ceil(shards as u64).max(1) },
             proto: proto.clone(),
+            tls: tls.cloned(),
             sessions: AtomicU64::new(0),
         });
         let s = shared.clone();
@@ -263,6 +269,8 @@ const CONNECTING: u8 = 1;
 const ESTABLISHED: u8 = 2;
 /// TCP is connected; the protocol's handshake is under way.
 const HANDSHAKING: u8 = 3;
+/// TCP is connected; the TLS handshake is under way.
+const TLS_HANDSHAKING: u8 = 4;
 
 impl Record for Conn {
     fn is_open(&self) -> bool {
@@ -284,6 +292,13 @@ pub struct ClientShard {
     rtt_samples: Vec<u32>,
     /// Protocol state beyond the record (side buffers while incomplete).
     sessions: ClientSessions,
+    /// TLS state of each connection that has it (keys: unavoidable).
+    tls: HashMap<RawFd, Box<tls::Session>>,
+    /// Bytes of a TLS record split over reads, only while incomplete.
+    tls_partial: HashMap<RawFd, Vec<u8>>,
+    /// Scratch: plaintext of the last records, TLS bytes to send.
+    plain: Vec<u8>,
+    cipher: Vec<u8>,
     epoch: Instant,
     pings: RoundRobin,
     last_turn: Instant,
@@ -317,6 +332,10 @@ impl ClientShard {
             handshake_samples: Vec::new(),
             rtt_samples: Vec::new(),
             sessions: ClientSessions::new(),
+            tls: HashMap::new(),
+            tls_partial: HashMap::new(),
+            plain: Vec::new(),
+            cipher: Vec::new(),
             epoch: now,
             pings: RoundRobin::new(0.0),
             last_turn: now,
@@ -408,50 +427,9 @@ impl ClientShard {
         }
     }
 
-    fn established(&mut self, fd: RawFd) {
-        let now = self.now_us();
-        let Some(c) = self.conns.get_mut(fd) else { return };
-        let took = now.wrapping_sub(c.started_us);
-        self.connect_samples.push(took.max(1));
-        if self.shared.proto != ClientSpec::Tcp {
-            // Connected at the TCP level: the protocol's handshake starts,
-            // timed from now and bounded by the connect timeout too.
-            c.state = HANDSHAKING;
-            c.started_us = now;
-            self.in_flight.push(fd, now);
-            let id = self.shared.sessions.fetch_add(1, Ordering::Relaxed);
-            self.sessions.hello(&self.shared.proto, fd, now, id);
-            let hello = std::mem::take(&mut self.sessions.out);
-            self.send(fd, &hello);
-            self.sessions.out = hello;
-            return;
-        }
-        c.state = ESTABLISHED;
-        self.stats.connecting -= 1;
-        self.stats.opened += 1;
-        self.stats.open += 1;
-        if let Some(first) = self.cfg().first_message.clone() {
-            self.send(fd, &first);
-        }
-    }
-
-    /// The protocol's handshake completed.
-    fn ready(&mut self, fd: RawFd) {
-        let now = self.now_us();
-        let Some(c) = self.conns.get_mut(fd) else { return };
-        if c.state != HANDSHAKING {
-            return;
-        }
-        c.state = ESTABLISHED;
-        self.handshake_samples.push(now.wrapping_sub(c.started_us).max(1));
-        self.stats.connecting -= 1;
-        self.stats.opened += 1;
-        self.stats.open += 1;
-    }
-
-    /// Writes a whole small message or drops the connection: a torn message
-    /// would misalign every later one.
-    fn send(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
+    /// Writes a whole small message (TLS records included) or drops the
+    /// connection: a torn message would misalign every later one.
+    fn send_raw(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
         match net::write(fd, bytes) {
             Ok(Io::Done(n)) if n == bytes.len() => {
                 self.stats.bytes_out += n as u64;
@@ -483,7 +461,7 @@ impl ClientShard {
         self.stats.failed += 1;
         self.stats.connecting -= 1;
         self.conns.remove(fd);
-        self.sessions.forget(fd);
+        self.forget(fd);
         let _ = net::set_linger_zero(fd);
         net::close(fd);
         self.shared.work.with(WorkState::lost);
@@ -495,7 +473,7 @@ impl ClientShard {
                 Ok(Io::Done(0)) => return self.lost(fd, None),
                 Ok(Io::Done(n)) => {
                     self.stats.bytes_in += n as u64;
-                    self.on_bytes(fd, n);
+                    self.on_wire(fd, n);
                     if self.conns.get(fd).is_none() {
                         return; // the protocol closed it
                     }
@@ -506,9 +484,10 @@ impl ClientShard {
         }
     }
 
-    fn on_bytes(&mut self, fd: RawFd, n: usize) {
+    /// Application bytes (decrypted, with TLS) of `fd`.
+    fn on_plain(&mut self, fd: RawFd, data: &[u8]) {
         if self.shared.proto != ClientSpec::Tcp {
-            return self.on_proto_bytes(fd, n);
+            return self.on_app_proto(fd, data);
         }
         if self.cfg().message.is_some() {
             // Any reply ends the round trip of the message outstanding.
@@ -525,7 +504,7 @@ impl ClientShard {
         let mut part = self.partial.remove(&fd).unwrap_or_default();
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         let (mut pongs, samples) = (0, &mut self.rtt_samples);
-        let bad = part.feed(&self.scratch[..n], |p| {
+        let bad = part.feed(data, |p| {
             pongs += 1;
             samples.push((now_ns.saturating_sub(p.sent_ns) / 1000).clamp(1, u64::from(u32::MAX)) as u32);
         });
@@ -543,118 +522,9 @@ impl ClientShard {
         }
     }
 
-    /// Feeds what a protocol connection read to its state machine, sends
-    /// the answers, and acts on what happened.
-    fn on_proto_bytes(&mut self, fd: RawFd, n: usize) {
-        let Some(&c) = self.conns.get(fd) else { return };
-        let mut state = c.proto;
-        let r = self.sessions.input(&self.shared.proto, fd, &mut state, c.started_us, &self.scratch[..n]);
-        if let Some(c) = self.conns.get_mut(fd) {
-            c.proto = state;
-        }
-        if !self.sessions.out.is_empty() {
-            let out = std::mem::take(&mut self.sessions.out);
-            let sent = self.send(fd, &out);
-            self.sessions.out = out;
-            if !sent {
-                return;
-            }
-        }
-        if let Err(fault) = r {
-            return self.fault(fd, fault);
-        }
-        let now_ns = self.epoch.elapsed().as_nanos() as u64;
-        let now_us = self.now_us();
-        for i in 0..self.sessions.events.len() {
-            match self.sessions.events[i] {
-                Event::Ready => self.ready(fd),
-                Event::Pong(token) => {
-                    let Some(c) = self.conns.get_mut(fd) else { continue };
-                    if !c.ping_out {
-                        continue;
-                    }
-                    c.ping_out = false;
-                    let us = match token {
-                        Some(sent_ns) => now_ns.saturating_sub(sent_ns) / 1000,
-                        None => u64::from(now_us.wrapping_sub(c.started_us)),
-                    };
-                    self.stats.pongs += 1;
-                    self.rtt_samples.push(us.clamp(1, u64::from(u32::MAX)) as u32);
-                }
-                Event::PeerClose | Event::Closed if self.stopping => {
-                    self.stats.close_handshakes += 1;
-                    return self.finish(fd);
-                }
-                Event::PeerClose | Event::Closed => return self.lost(fd, None),
-            }
-        }
-    }
-
-    /// Closes a connection whose session ended at the stop, counting it
-    /// neither as lost nor as failed.
-    fn finish(&mut self, fd: RawFd) {
-        if self.conns.remove(fd).is_some() {
-            self.stats.open -= 1;
-        }
-        self.sessions.forget(fd);
-        net::close(fd);
-    }
-
-    /// Ends every session at the stop: a close frame or DISCONNECT on each
-    /// established connection. A WebSocket close handshake then waits for
-    /// the server's close (at most [`CLOSE_WAIT`]); MQTT's DISCONNECT has
-    /// no answer.
-    fn say_goodbye(&mut self, epoll: &Epoll) {
-        self.stopping = true;
-        let shared = self.shared.clone();
-        let mut awaiting = 0u64;
-        for fd in self.conns.open_fds() {
-            let Some(c) = self.conns.get_mut(fd) else { continue };
-            if c.state != ESTABLISHED {
-                continue;
-            }
-            let wait = self.sessions.goodbye(&shared.proto, &mut c.proto);
-            if self.sessions.out.is_empty() {
-                continue;
-            }
-            let out = std::mem::take(&mut self.sessions.out);
-            if self.send(fd, &out) && wait {
-                awaiting += 1;
-            }
-            self.sessions.out = out;
-        }
-        let deadline = Instant::now() + CLOSE_WAIT;
-        let mut events = vec![epoll::empty_event(); 256];
-        let before = self.stats.close_handshakes;
-        while self.stats.close_handshakes - before < awaiting {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let n = epoll.wait(&mut events, Turn::Until(deadline).timeout_ms(now)).unwrap_or(0);
-            for ev in &events[..n] {
-                if let Token::Conn(fd) = Token::decode(epoll::token(ev)) {
-                    self.read_ready(fd);
-                }
-            }
-        }
-    }
-
-    /// A protocol failure: a failed handshake, or a lost connection.
-    fn fault(&mut self, fd: RawFd, fault: Fault) {
-        match self.conns.get(fd) {
-            Some(c) if c.state == HANDSHAKING => self.fail_named(fd, fault.name()),
-            Some(_) => {
-                self.stats.errors.add_name(fault.name());
-                self.lost(fd, None);
-            }
-            None => {}
-        }
-    }
-
     /// The server closed or reset an established connection.
     fn lost(&mut self, fd: RawFd, errno: Option<i32>) {
-        if self.conns.get(fd).is_some_and(|c| c.state == HANDSHAKING) {
+        if self.conns.get(fd).is_some_and(|c| c.state == HANDSHAKING || c.state == TLS_HANDSHAKING) {
             // During the handshake it counts as a failed connect.
             let name = errno.map_or(Fault::HandshakeClosed.name(), crate::sys::errno_name);
             return self.fail_named(fd, name);
@@ -667,8 +537,7 @@ impl ClientShard {
             self.stats.closed += 1;
             self.shared.work.with(WorkState::lost);
         }
-        self.partial.remove(&fd);
-        self.sessions.forget(fd);
+        self.forget(fd);
         net::close(fd);
     }
 
@@ -677,11 +546,15 @@ impl ClientShard {
         let limit = self.cfg().connect_timeout.as_micros().min(u32::MAX as u128) as u32;
         let conns = &self.conns;
         let expired = self.in_flight.expired(now, limit, |fd, started| {
-            conns.get(fd).is_some_and(|c| matches!(c.state, CONNECTING | HANDSHAKING) && c.started_us == started)
+            conns.get(fd).is_some_and(|c| {
+                matches!(c.state, CONNECTING | HANDSHAKING | TLS_HANDSHAKING) && c.started_us == started
+            })
         });
         for fd in expired {
             match self.conns.get(fd) {
-                Some(c) if c.state == HANDSHAKING => self.fail_named(fd, Fault::HandshakeTimeout.name()),
+                Some(c) if c.state == HANDSHAKING || c.state == TLS_HANDSHAKING => {
+                    self.fail_named(fd, Fault::HandshakeTimeout.name())
+                }
                 _ => self.fail_connect(fd, libc::ETIMEDOUT),
             }
         }
@@ -806,6 +679,8 @@ impl Handler for ClientShard {
         self.in_flight.clear();
         self.partial.clear();
         self.sessions.clear();
+        self.tls = HashMap::new();
+        self.tls_partial = HashMap::new();
     }
 
     fn stats(&self) -> &ShardStats {

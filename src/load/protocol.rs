@@ -2,11 +2,12 @@
 //! checked and turned into what the engine speaks
 //! ([`ClientSpec`](crate::proto::ClientSpec)).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::target::Target;
 use crate::error::Error;
-use crate::proto::{ClientSpec, mqtt, ws};
+use crate::proto::{ClientSpec, mqtt, tls, ws};
 use crate::units;
 
 /// Protocol options of `tcpmax load`.
@@ -36,7 +37,33 @@ pub struct ProtoArgs {
     /// MQTT: subscribe each session to TOPIC (QoS 0) once connected.
     #[arg(long, value_name = "TOPIC", requires = "mqtt")]
     pub subscribe: Option<String>,
+    /// TLS 1.3 under the protocol (wss with --ws); the TLS handshake is
+    /// timed apart from the TCP connect.
+    #[arg(long)]
+    pub tls: bool,
+    /// The name sent as SNI and checked in the certificate (default: the
+    /// target's host).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub sni: Option<String>,
+    /// Trust the CA certificates of this PEM file (default: the system's
+    /// bundle).
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate (tests only; the handshake signature is
+    /// still checked).
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
+    /// Offer this ALPN protocol (h2, http/1.1, mqtt); repeatable.
+    #[arg(long, value_name = "P", requires = "tls")]
+    pub alpn: Vec<String>,
+    /// Keep the session tickets servers send and resume with them when
+    /// reconnecting.
+    #[arg(long, requires = "tls")]
+    pub tls_resume: bool,
 }
+
+/// Where the system keeps its trusted CAs (Debian, Fedora).
+const SYSTEM_CAS: [&str; 2] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
 
 /// `--ws PATH`: an origin-form request target.
 fn parse_path(s: &str) -> Result<String, String> {
@@ -58,6 +85,25 @@ fn parse_keepalive(s: &str) -> Result<Duration, String> {
 }
 
 impl ProtoArgs {
+    /// The TLS client setup, when `--tls` is given.
+    pub fn tls_setup(&self, targets: &[Target]) -> Result<Option<tls::ClientSetup>, Error> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let trust = if self.insecure {
+            tls::Trust::Insecure
+        } else if let Some(ca) = &self.ca {
+            tls::Trust::Roots(tls::read_certs(ca)?)
+        } else {
+            let system = SYSTEM_CAS.iter().map(std::path::Path::new).find(|p| p.exists()).ok_or_else(|| {
+                Error::Input("--tls: no system CA bundle here; give --ca FILE, or --insecure for tests".into())
+            })?;
+            tls::Trust::Roots(tls::read_certs(system)?)
+        };
+        let sni = self.sni.clone().or_else(|| targets.first().map(|t| t.host.clone())).unwrap_or_default();
+        tls::client_setup(trust, &sni, &self.alpn, self.tls_resume).map(Some)
+    }
+
     /// What the engine speaks; `targets` give the `Host` of the upgrade.
     /// Byte payloads (`--message`, `--first-message`) belong to bare TCP.
     pub fn spec(&self, targets: &[Target], payloads: bool) -> Result<ClientSpec, Error> {

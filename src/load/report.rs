@@ -158,6 +158,8 @@ pub struct LoadReport {
     pub connect_latency_us: Percentiles,
     /// The protocol spoken over each connection.
     pub protocol: crate::proto::Protocol,
+    /// True when it ran over TLS.
+    pub tls: bool,
     /// Protocol handshake time, from TCP connected to the handshake done
     /// (no samples over bare TCP).
     pub handshake_latency_us: Percentiles,
@@ -219,11 +221,11 @@ impl LoadReport {
         );
         let _ = writeln!(w, "  hold / teardown     {:.1} s / {:.1} s", self.hold_seconds, self.teardown_seconds);
         let _ = writeln!(w, "  connect latency     {}", self.connect_latency_us.summary());
-        if self.protocol != crate::proto::Protocol::Tcp {
+        if self.protocol != crate::proto::Protocol::Tcp || self.tls {
             let _ = writeln!(
                 w,
                 "  {:<19} {} ({} handshakes/s)",
-                format!("{} handshake", self.protocol.name()),
+                format!("{}{} handshake", if self.tls { "tls+" } else { "" }, self.protocol.name()),
                 self.handshake_latency_us.summary(),
                 group(self.handshake_rate_per_s as u64)
             );

@@ -132,6 +132,8 @@ pub struct Load {
     pub client: ClientConfig,
     /// The protocol spoken over each connection.
     pub proto: crate::proto::ClientSpec,
+    /// TLS under it, if any.
+    pub tls: Option<crate::proto::tls::ClientSetup>,
     /// How long to hold.
     pub hold: Duration,
     /// What each target given by name resolved to and which addresses are
@@ -152,6 +154,7 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
     };
     let plan = plan::plan(args.count, &targets, &sources, usable, args.pair_budget)?;
     let proto = args.proto.spec(&args.targets, args.message.is_some() || args.first_message.is_some())?;
+    let tls = args.proto.tls_setup(&args.targets)?;
     let nofile = process::raise_nofile().map_err(|e| crate::Error::os("raising RLIMIT_NOFILE", e))?;
     let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let shards = match args.shards {
@@ -185,7 +188,7 @@ pub fn prepare(args: &Args) -> crate::Result<Load> {
         reconnect: args.reconnect,
         close: args.close,
     };
-    Ok(Load { plan, client, proto, hold: args.hold, notes })
+    Ok(Load { plan, client, proto, tls, hold: args.hold, notes })
 }
 
 /// What a caller of [`execute`] hooks into the run.
@@ -213,7 +216,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     let Hooks { tick, guard, at_peak } = hooks;
     let count = load.client.count;
     let started = Instant::now();
-    let mut client = Client::start_with(&load.client, &load.proto)?;
+    let mut client = Client::start_with(&load.client, &load.proto, load.tls.as_ref())?;
     let mut timeline = Vec::new();
     let (mut peak, mut rss, mut peak_shards) = (0u64, 0u64, client.shards());
     let mut last = (0.0f64, ShardStats::default());
@@ -312,7 +315,8 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         connect_latency_us: Percentiles::of(&hists.connect_us),
         protocol: load.proto.protocol(),
         handshake_latency_us: Percentiles::of(&hists.handshake_us),
-        handshake_rate_per_s: if load.proto.protocol() == crate::proto::Protocol::Tcp {
+        tls: load.tls.is_some(),
+        handshake_rate_per_s: if load.proto.protocol() == crate::proto::Protocol::Tcp && load.tls.is_none() {
             0.0
         } else {
             fin.opened.min(count) as f64 / ramp.as_secs_f64().max(1e-9)

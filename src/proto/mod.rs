@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`ws`] | WebSocket (RFC 6455), client and server: upgrade, masking, ping/pong, close |
 //! | [`mqtt`] | MQTT 3.1.1, client and server: CONNECT/CONNACK, PINGREQ/PINGRESP, SUBSCRIBE, DISCONNECT |
+//! | [`tls`] | TLS 1.3 under any of them, client and server, on rustls' unbuffered API |
 //!
 //! # Compact state
 //! What a connection keeps between reads is one state byte, in the engine's
@@ -26,6 +27,7 @@
 //! (SHA-1 and base64 of the WebSocket accept key) comes from crates.
 
 pub mod mqtt;
+pub mod tls;
 pub mod ws;
 
 use serde::Serialize;
@@ -128,6 +130,8 @@ pub enum Fault {
     HandshakeTimeout,
     /// The server closed the connection before the handshake completed.
     HandshakeClosed,
+    /// A TLS failure, by its name in the failure table ([`tls::name_of`]).
+    Tls(&'static str),
 }
 
 impl Fault {
@@ -149,6 +153,7 @@ impl Fault {
             Fault::MqttSubscribeRefused => "MQTT_SUBSCRIBE_REFUSED",
             Fault::HandshakeTimeout => "HANDSHAKE_TIMEOUT",
             Fault::HandshakeClosed => "HANDSHAKE_CLOSED",
+            Fault::Tls(name) => name,
         }
     }
 
@@ -257,6 +262,7 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
             "the server refused the WebSocket upgrade with this HTTP status",
             "check the path and the headers (-H) the endpoint needs",
         ),
+        n if n.starts_with("TLS_") => return tls::explain(n),
         _ => return None,
     })
 }
@@ -362,6 +368,9 @@ mod tests {
             Fault::MqttSubscribeRefused,
             Fault::HandshakeTimeout,
             Fault::HandshakeClosed,
+            Fault::Tls("TLS_CERT_UNKNOWN_ISSUER"),
+            Fault::Tls("TLS_ALERT_UNKNOWN_CA"),
+            Fault::Tls("TLS_NOT_TLS"),
         ];
         for f in faults {
             assert!(explain(f.name()).is_some(), "{}", f.name());

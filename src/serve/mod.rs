@@ -79,6 +79,10 @@ pub struct Args {
     /// Write the final summary as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// TLS 1.3 under the mode: CERT,KEY (PEM files), or self-signed (a
+    /// generated certificate for localhost, its PEM written out for --ca).
+    #[arg(long, value_name = "CERT,KEY|self-signed", value_parser = crate::proto::tls::parse_cert_source)]
+    pub tls: Option<crate::proto::tls::CertSource>,
 }
 
 /// The final summary of a serve run.
@@ -173,11 +177,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         elastic: args.shards.is_none(),
         backlog,
     };
-    let mut server = Server::start(&config)?;
+    // One stateless session ticket per handshake: clients may resume.
+    let tls = args.tls.as_ref().map(|t| t.server_config(1)).transpose()?;
+    let mut server = Server::start_with_tls(&config, tls.as_ref().map(|t| t.0.clone()))?;
     let metrics = args.metrics.map(metrics::MetricsServer::start).transpose()?;
     // With the JSON on stdout, the human lines go to stderr.
     let mut human: Box<dyn Write> =
         if output::is_stdout(args.json.as_deref()) { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    if let Some((_, Some(pem))) = &tls {
+        writeln!(human, "tls self-signed certificate {}", pem.display())?;
+    }
     announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()))?;
 
     let live = args.status || output::stderr_is_tty();
