@@ -293,7 +293,7 @@ pub struct ClientShard {
     /// Protocol state beyond the record (side buffers while incomplete).
     sessions: ClientSessions,
     /// TLS state of each connection that has it (keys: unavoidable).
-    tls: HashMap<RawFd, Box<tls::Session>>,
+    tls: crate::engine::session::TlsTable,
     /// Bytes of a TLS record split over reads, only while incomplete.
     tls_partial: HashMap<RawFd, Vec<u8>>,
     /// Scratch: plaintext of the last records, TLS bytes to send.
@@ -332,7 +332,7 @@ impl ClientShard {
             handshake_samples: Vec::new(),
             rtt_samples: Vec::new(),
             sessions: ClientSessions::new(),
-            tls: HashMap::new(),
+            tls: crate::engine::session::TlsTable::new(),
             tls_partial: HashMap::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
@@ -679,7 +679,7 @@ impl Handler for ClientShard {
         self.in_flight.clear();
         self.partial.clear();
         self.sessions.clear();
-        self.tls = HashMap::new();
+        self.tls = crate::engine::session::TlsTable::new();
         self.tls_partial = HashMap::new();
     }
 
@@ -696,8 +696,11 @@ impl Handler for ClientShard {
             for &v in c.iter() {
                 h.connect_us.saturating_record(u64::from(v));
             }
-            for &v in hs.iter() {
-                h.handshake_us.saturating_record(u64::from(v));
+            if !hs.is_empty() {
+                let hist = h.handshake_us.get_or_insert_with(super::shard::new_hist);
+                for &v in hs.iter() {
+                    hist.saturating_record(u64::from(v));
+                }
             }
             for &v in r.iter() {
                 h.rtt_us.saturating_record(u64::from(v));

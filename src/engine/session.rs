@@ -15,7 +15,45 @@ use std::os::fd::RawFd;
 
 use sha1::{Digest, Sha1};
 
-use crate::proto::{self, ClientSpec, Event, Fault, mqtt, ws};
+use crate::proto::{self, ClientSpec, Event, Fault, mqtt, tls, ws};
+
+/// TLS sessions indexed by descriptor, dense like the connection table: a
+/// session at rest is its keys inline in the slot, with no heap block.
+#[derive(Debug, Default)]
+pub struct TlsTable {
+    slots: Vec<tls::Session>,
+}
+
+impl TlsTable {
+    /// An empty table.
+    pub fn new() -> TlsTable {
+        TlsTable::default()
+    }
+
+    /// Puts `s` in the slot of `fd`.
+    pub fn insert(&mut self, fd: RawFd, s: tls::Session) {
+        let i = fd as usize;
+        if i >= self.slots.len() {
+            let grown = (self.slots.len() * 2).max(64).max(i + 1);
+            self.slots.resize_with(grown, || tls::Session::Done);
+        }
+        self.slots[i] = s;
+    }
+
+    /// The session of `fd`, if any.
+    pub fn get_mut(&mut self, fd: &RawFd) -> Option<&mut tls::Session> {
+        self.slots.get_mut(*fd as usize).filter(|s| !matches!(s, tls::Session::Done))
+    }
+
+    /// Takes the session of `fd` out, leaving the slot free.
+    pub fn remove(&mut self, fd: &RawFd) -> Option<tls::Session> {
+        let slot = self.slots.get_mut(*fd as usize)?;
+        match std::mem::replace(slot, tls::Session::Done) {
+            tls::Session::Done => None,
+            s => Some(s),
+        }
+    }
+}
 
 /// The protocol state of one shard's client connections.
 #[derive(Debug)]

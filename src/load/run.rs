@@ -244,6 +244,9 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         if ramp_end.is_none() && attempted && t.connecting == 0 {
             ramp_end = Some(now);
             client.start_heartbeats();
+            // What the handshakes freed goes back to the kernel: at rest,
+            // RSS is what the connections hold.
+            crate::sys::process::trim_heap();
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
         let secs = now.duration_since(started).as_secs_f64();
@@ -314,7 +317,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
         protocol: load.proto.protocol(),
-        handshake_latency_us: Percentiles::of(&hists.handshake_us),
+        handshake_latency_us: hists.handshake_us.as_ref().map(Percentiles::of).unwrap_or_default(),
         tls: load.tls.is_some(),
         handshake_rate_per_s: if load.proto.protocol() == crate::proto::Protocol::Tcp && load.tls.is_none() {
             0.0

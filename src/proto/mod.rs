@@ -28,6 +28,7 @@
 
 pub mod mqtt;
 pub mod tls;
+mod tls_rest;
 pub mod ws;
 
 use serde::Serialize;

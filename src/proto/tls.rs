@@ -26,12 +26,15 @@ use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus, WriteTraffic,
+};
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, Error, ServerConfig, SignatureScheme,
 };
 
 use super::Fault;
+pub use super::tls_rest::Keys;
 
 /// The biggest TLS record on the wire (16 KiB of plaintext, overhead).
 pub const MAX_RECORD: usize = 16 * 1024 + 256;
@@ -52,6 +55,8 @@ pub struct ClientSetup {
     pub config: Arc<ClientConfig>,
     /// The name sent as SNI and checked in the certificate.
     pub name: ServerName<'static>,
+    /// Keep rustls' whole connection to take in session tickets.
+    pub resume: bool,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -82,10 +87,12 @@ pub fn client_setup(trust: Trust, sni: &str, alpn: &[String], resume: bool) -> c
         }
     };
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // The keys are handed over at rest (see `tls_rest`).
+    config.enable_secret_extraction = true;
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
-    Ok(ClientSetup { config: Arc::new(config), name })
+    Ok(ClientSetup { config: Arc::new(config), name, resume })
 }
 
 /// A server configuration: TLS 1.3, one certificate chain; `tickets`
@@ -102,6 +109,7 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| crate::Error::Input(format!("--tls: the certificate and key do not fit together: {e}")))?;
     config.send_tls13_tickets = tickets;
+    config.enable_secret_extraction = true;
     if tickets > 0 {
         config.ticketer =
             ring::Ticketer::new().map_err(|e| crate::Error::Input(format!("TLS session tickets: {e}")))?;
@@ -228,19 +236,39 @@ pub struct Progress {
     pub peer_closed: bool,
 }
 
-/// One TLS connection, client or server.
-pub enum Session {
-    /// A client.
+/// rustls' connection, either side.
+enum Conn {
     Client(UnbufferedClientConnection),
-    /// A server.
     Server(UnbufferedServerConnection),
+}
+
+/// A connection in rustls' hands, and whether it is handed over to
+/// [`Keys`] once the handshake is over.
+#[allow(missing_debug_implementations)] // rustls' connections have no Debug
+pub struct Full {
+    conn: Conn,
+    compact: bool,
+}
+
+/// One TLS connection, client or server: while it handshakes, a pointer
+/// to rustls' connection; at rest, its 112 bytes of keys inline, so a dense
+/// table of sessions holds idle connections with no heap block each (no
+/// fragmentation left by the handshakes' freed memory).
+pub enum Session {
+    /// In rustls' hands: handshaking, or kept whole for resumption.
+    Full(Box<Full>),
+    /// At rest: the traffic keys and sequence numbers only.
+    Compact(Keys),
+    /// No session (a free slot), or one that failed.
+    Done,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Session::Client(_) => "Session::Client",
-            Session::Server(_) => "Session::Server",
+            Session::Full(_) => "Session::Full",
+            Session::Compact(_) => "Session::Compact",
+            Session::Done => "Session::Done",
         })
     }
 }
@@ -381,16 +409,49 @@ macro_rules! write_traffic {
 }
 
 impl Session {
-    /// A client connection to `setup.name`.
+    /// A client connection to `setup.name`; compacted at rest unless it
+    /// keeps tickets for resumption.
     pub fn client(setup: &ClientSetup) -> Result<Session, Fault> {
-        UnbufferedClientConnection::new(setup.config.clone(), setup.name.clone())
-            .map(Session::Client)
-            .map_err(|e| Fault::Tls(name_of(&e)))
+        let conn = UnbufferedClientConnection::new(setup.config.clone(), setup.name.clone())
+            .map_err(|e| Fault::Tls(name_of(&e)))?;
+        Ok(Session::Full(Box::new(Full { conn: Conn::Client(conn), compact: !setup.resume })))
     }
 
-    /// A server connection.
+    /// A server connection, compacted at rest.
     pub fn server(config: &Arc<ServerConfig>) -> Result<Session, Fault> {
-        UnbufferedServerConnection::new(config.clone()).map(Session::Server).map_err(|e| Fault::Tls(name_of(&e)))
+        let conn = UnbufferedServerConnection::new(config.clone()).map_err(|e| Fault::Tls(name_of(&e)))?;
+        Ok(Session::Full(Box::new(Full { conn: Conn::Server(conn), compact: true })))
+    }
+
+    /// True once only the keys are kept.
+    pub fn is_compact(&self) -> bool {
+        matches!(self, Session::Compact(_))
+    }
+
+    /// Hands the keys over once the handshake is complete and nothing is
+    /// left to send.
+    fn compact(&mut self) -> Result<(), Fault> {
+        let ready = match self {
+            Session::Full(f) if f.compact => match &f.conn {
+                Conn::Client(c) => !c.is_handshaking(),
+                Conn::Server(c) => !c.is_handshaking(),
+            },
+            _ => false,
+        };
+        if !ready {
+            return Ok(());
+        }
+        let Session::Full(f) = std::mem::replace(self, Session::Done) else { return Ok(()) };
+        let secrets = match f.conn {
+            // The kernel-TLS hand-over: the secrets are kept, the rest of
+            // the connection (made to follow tickets and key updates in
+            // the kernel's stead) is dropped.
+            Conn::Client(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
+            Conn::Server(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
+        }
+        .map_err(|e| Fault::Tls(name_of(&e)))?;
+        *self = Session::Compact(Keys::new(secrets).ok_or(Fault::Tls("TLS_OTHER"))?);
+        Ok(())
     }
 
     /// Feeds ciphertext (decrypted in place): plaintext goes to `plain`,
@@ -398,11 +459,20 @@ impl Session {
     /// feeding nothing). On a failure the alert to send, if any, is in `out`.
     pub fn feed(&mut self, incoming: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Progress, Fault> {
         let (r, p) = match self {
-            Session::Client(c) => drive!(c, incoming, plain, out),
-            Session::Server(c) => drive!(c, incoming, plain, out),
+            Session::Full(f) => match &mut f.conn {
+                Conn::Client(c) => drive!(c, incoming, plain, out),
+                Conn::Server(c) => drive!(c, incoming, plain, out),
+            },
+            Session::Compact(k) => return k.feed(incoming, plain),
+            Session::Done => return Err(Fault::Tls("TLS_OTHER")),
         };
         match r {
-            Ok(()) => Ok(p),
+            Ok(()) => {
+                if p.ready {
+                    self.compact()?;
+                }
+                Ok(p)
+            }
             Err(e) => {
                 let at = p.used.min(incoming.len());
                 self.flush_alert(&mut incoming[at..], out);
@@ -414,10 +484,11 @@ impl Session {
     /// After a failure: the alert rustls queued, into `out` (rustls wants
     /// the rest of the input it was working on).
     fn flush_alert(&mut self, rest: &mut [u8], out: &mut Vec<u8>) {
+        let Session::Full(f) = self else { return };
         for _ in 0..4 {
-            let more = match self {
-                Session::Client(c) => flush_one(c.process_tls_records(rest), out),
-                Session::Server(c) => flush_one(c.process_tls_records(rest), out),
+            let more = match &mut f.conn {
+                Conn::Client(c) => flush_one(c.process_tls_records(rest), out),
+                Conn::Server(c) => flush_one(c.process_tls_records(rest), out),
             };
             if !more {
                 return;
@@ -428,12 +499,12 @@ impl Session {
     /// Encrypts `plain` into `out`.
     pub fn send(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
         let r = match self {
-            Session::Client(c) => {
-                write_traffic!(c, out, |w: &mut rustls::unbuffered::WriteTraffic<'_, _>, b| w.encrypt(plain, b))
-            }
-            Session::Server(c) => {
-                write_traffic!(c, out, |w: &mut rustls::unbuffered::WriteTraffic<'_, _>, b| w.encrypt(plain, b))
-            }
+            Session::Full(f) => match &mut f.conn {
+                Conn::Client(c) => write_traffic!(c, out, |w: &mut WriteTraffic<'_, _>, b| w.encrypt(plain, b)),
+                Conn::Server(c) => write_traffic!(c, out, |w: &mut WriteTraffic<'_, _>, b| w.encrypt(plain, b)),
+            },
+            Session::Compact(k) => return k.send(plain, out),
+            Session::Done => return Err(Fault::Tls("TLS_OTHER")),
         };
         r.map_err(|e| Fault::Tls(name_of(&e)))
     }
@@ -441,12 +512,15 @@ impl Session {
     /// Puts close_notify into `out`.
     pub fn close(&mut self, out: &mut Vec<u8>) {
         let _ = match self {
-            Session::Client(c) => {
-                write_traffic!(c, out, |w: &mut rustls::unbuffered::WriteTraffic<'_, _>, b| w.queue_close_notify(b))
+            Session::Full(f) => match &mut f.conn {
+                Conn::Client(c) => write_traffic!(c, out, |w: &mut WriteTraffic<'_, _>, b| w.queue_close_notify(b)),
+                Conn::Server(c) => write_traffic!(c, out, |w: &mut WriteTraffic<'_, _>, b| w.queue_close_notify(b)),
+            },
+            Session::Compact(k) => {
+                k.close(out);
+                Ok(())
             }
-            Session::Server(c) => {
-                write_traffic!(c, out, |w: &mut rustls::unbuffered::WriteTraffic<'_, _>, b| w.queue_close_notify(b))
-            }
+            Session::Done => Ok(()),
         };
     }
 }
@@ -489,7 +563,8 @@ pub fn name_of(e: &Error) -> &'static str {
     }
 }
 
-fn alert_name(a: AlertDescription) -> &'static str {
+/// The failure-table name of an alert.
+pub fn alert_name(a: AlertDescription) -> &'static str {
     match a {
         AlertDescription::HandshakeFailure => "TLS_ALERT_HANDSHAKE_FAILURE",
         AlertDescription::BadCertificate => "TLS_ALERT_BAD_CERTIFICATE",
@@ -550,6 +625,10 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
         "TLS_ALERT_UNRECOGNISED_NAME" => {
             ("the server has no certificate for the name sent (SNI)", "give --sni with a name the server serves")
         }
+        "TLS_KEY_UPDATE" => (
+            "the peer updated its traffic keys (KeyUpdate), which an idle connection kept as bare keys does not follow",
+            "peers update keys only after very large transfers; report it with the peer's name",
+        ),
         "TLS_ALERT_CERTIFICATE_REQUIRED" => (
             "the server asks for a client certificate",
             "tcpmax sends none: disable client authentication on the server",

@@ -93,7 +93,7 @@ pub struct Shard {
     events: Vec<Event>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     /// TLS state of each connection (keys: unavoidable).
-    tls: HashMap<RawFd, Box<tls::Session>>,
+    tls: crate::engine::session::TlsTable,
     /// Bytes of a TLS record split over reads, only while incomplete.
     tls_partial: HashMap<RawFd, Vec<u8>>,
     /// Scratch: plaintext of the last records, TLS bytes to send.
@@ -132,7 +132,7 @@ impl Shard {
             out: Vec::new(),
             events: Vec::new(),
             tls_config: setup.tls.clone(),
-            tls: HashMap::new(),
+            tls: crate::engine::session::TlsTable::new(),
             tls_partial: HashMap::new(),
             plain: Vec::new(),
             cipher: Vec::new(),
@@ -222,7 +222,7 @@ impl Shard {
         if let Some(config) = &self.tls_config {
             match tls::Session::server(config) {
                 Ok(session) => {
-                    self.tls.insert(fd, Box::new(session));
+                    self.tls.insert(fd, session);
                 }
                 Err(f) => {
                     self.stats.errors.add_name(f.name());

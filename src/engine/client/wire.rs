@@ -40,7 +40,7 @@ impl ClientShard {
         };
         c.state = TLS_HANDSHAKING;
         let mut session = match tls::Session::client(&setup) {
-            Ok(s) => Box::new(s),
+            Ok(s) => s,
             Err(f) => return self.fail_named(fd, f.name()),
         };
         let mut out = std::mem::take(&mut self.cipher);
