@@ -1,6 +1,6 @@
 //! The protocol options of `tcpmax load` (`--ws`, `--mqtt` and theirs),
 //! checked and turned into what the engine speaks
-//! ([`ClientSpec`](crate::proto::ClientSpec)).
+//! ([`ClientSpec`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,8 +25,8 @@ pub struct ProtoArgs {
     /// the end.
     #[arg(long, conflicts_with = "ws")]
     pub mqtt: bool,
-    /// MQTT client ids are PREFIX-<n>, n counting the sessions of the run
-    /// (default: tcpmax-<pid>, so two runs never take over each other's
+    /// MQTT client ids are `PREFIX-<n>`, n counting the sessions of the run
+    /// (default: `tcpmax-<pid>`, so two runs never take over each other's
     /// sessions).
     #[arg(long, value_name = "PREFIX", requires = "mqtt")]
     pub client_id: Option<String>,
