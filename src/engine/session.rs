@@ -19,22 +19,33 @@ use crate::proto::{self, ClientSpec, Event, Fault, mqtt, tls, ws};
 
 /// TLS sessions indexed by descriptor, dense like the connection table: a
 /// session at rest is its keys inline in the slot, with no heap block.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TlsTable {
     slots: Vec<tls::Session>,
+    /// Slots never grow past this (the fd table's limit).
+    limit: usize,
+}
+
+impl Default for TlsTable {
+    fn default() -> Self {
+        TlsTable::new()
+    }
 }
 
 impl TlsTable {
-    /// An empty table.
+    /// An empty table that grows up to the shard's descriptor limit.
     pub fn new() -> TlsTable {
-        TlsTable::default()
+        let limit = crate::sys::process::getrlimit(crate::sys::process::Resource::NoFile)
+            .map_or(usize::MAX, |l| l.soft.min(usize::MAX as u64) as usize);
+        TlsTable { slots: Vec::new(), limit }
     }
 
     /// Puts `s` in the slot of `fd`.
     pub fn insert(&mut self, fd: RawFd, s: tls::Session) {
         let i = fd as usize;
         if i >= self.slots.len() {
-            let grown = (self.slots.len() * 2).max(64).max(i + 1);
+            let grown = (self.slots.len() * 2).max(64).min(self.limit).max(i + 1);
+            self.slots.reserve_exact(grown - self.slots.len());
             self.slots.resize_with(grown, || tls::Session::Done);
         }
         self.slots[i] = s;

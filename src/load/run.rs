@@ -243,10 +243,11 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         let attempted = t.opened + t.failed >= count || stopped_by.is_some();
         if ramp_end.is_none() && attempted && t.connecting == 0 {
             ramp_end = Some(now);
-            client.start_heartbeats();
-            // What the handshakes freed goes back to the kernel: at rest,
-            // RSS is what the connections hold.
+            // What the handshakes freed goes back to the kernel (at rest,
+            // RSS is what the connections hold), before the heartbeats: the
+            // trim holds the allocator's locks for a moment.
             crate::sys::process::trim_heap();
+            client.start_heartbeats();
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
         let secs = now.duration_since(started).as_secs_f64();

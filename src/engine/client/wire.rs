@@ -189,7 +189,10 @@ impl ClientShard {
                 Event::Ready => self.ready(fd),
                 Event::Pong(token) => {
                     let Some(c) = self.conns.get_mut(fd) else { continue };
-                    if !c.ping_out {
+                    if !c.ping_out || self.stopping {
+                        // After the stop, pongs wait behind the closes sent
+                        // to every connection: they time the teardown, not
+                        // a heartbeat.
                         continue;
                     }
                     c.ping_out = false;
