@@ -109,8 +109,23 @@ fn load_tls_against_openssl_s_server() {
     // s_server serves one connection at a time; -rev sends each line back
     // reversed, so the messages cross the record layer both ways.
     let r = load_json(&[
-        "load", &addr.to_string(), "-c", "1", "--hold", "2s", "--tls", "--ca", &cert, "--sni", "localhost",
-        "--ping-rate", "5", "--message", "tcpmax\\n", "--json", "-",
+        "load",
+        &addr.to_string(),
+        "-c",
+        "1",
+        "--hold",
+        "2s",
+        "--tls",
+        "--ca",
+        &cert,
+        "--sni",
+        "localhost",
+        "--ping-rate",
+        "5",
+        "--message",
+        "tcpmax\\n",
+        "--json",
+        "-",
     ]);
     assert_eq!(r["held_at_end"], 1, "{:#}", r["errors"]);
     assert_eq!(r["handshake_latency_us"]["count"], 1);
@@ -186,7 +201,18 @@ fn load_tls_against_nginx() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr, &mut peer);
     let r = load_json(&[
-        "load", &addr.to_string(), "-c", "300", "--hold", "1s", "--tls", "--ca", &cert, "--sni", "localhost", "--json",
+        "load",
+        &addr.to_string(),
+        "-c",
+        "300",
+        "--hold",
+        "1s",
+        "--tls",
+        "--ca",
+        &cert,
+        "--sni",
+        "localhost",
+        "--json",
         "-",
     ]);
     assert_eq!(r["held_at_end"], 300, "{:#}", r["errors"]);
@@ -222,7 +248,18 @@ fn load_ws_against_python_websockets() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr, &mut peer);
     let r = load_json(&[
-        "load", &addr.to_string(), "-c", "200", "--hold", "2s", "--ping-rate", "400", "--ws", "/", "--json", "-",
+        "load",
+        &addr.to_string(),
+        "-c",
+        "200",
+        "--hold",
+        "2s",
+        "--ping-rate",
+        "400",
+        "--ws",
+        "/",
+        "--json",
+        "-",
     ]);
     assert_eq!(r["held_at_end"], 200, "{:#}", r["errors"]);
     assert!(r["pongs"].as_u64().unwrap() > 0, "websockets answers pings");
@@ -279,14 +316,24 @@ fn load_mqtt_against_mosquitto() {
     )
     .unwrap();
     let bin = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
-    let mut peer = Peer(
-        Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
-    );
+    let mut peer =
+        Peer(Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr, &mut peer);
     let r = load_json(&[
-        "load", &addr.to_string(), "-c", "200", "--hold", "1s", "--ping-rate", "400", "--mqtt", "--subscribe",
-        "tcpmax/#", "--json", "-",
+        "load",
+        &addr.to_string(),
+        "-c",
+        "200",
+        "--hold",
+        "1s",
+        "--ping-rate",
+        "400",
+        "--mqtt",
+        "--subscribe",
+        "tcpmax/#",
+        "--json",
+        "-",
     ]);
     assert_eq!(r["held_at_end"], 200, "{:#}", r["errors"]);
     assert!(r["pongs"].as_u64().unwrap() > 0, "PINGRESP");
