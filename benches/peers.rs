@@ -127,8 +127,14 @@ fn tls_side_by_side(nginx: &Path, count: u64, dir: &Path) -> Result<Value, Strin
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_listening(addr)?;
     let theirs = drive(addr)?;
-    // SIGQUIT lets the master take its workers down with it.
+    // SIGQUIT lets the master take its workers down with it; it is killed
+    // only if it has not exited after 30 s.
+    let mut guard = guard;
     let _ = Command::new("kill").args(["-QUIT", &guard.0.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while matches!(guard.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(guard);
     let rate = |r: &Value| r["handshake_rate_per_s"].as_f64().unwrap_or(0.0);
     let ratio = if rate(&theirs) > 0.0 { rate(&ours) / rate(&theirs) } else { 0.0 };

@@ -192,7 +192,8 @@ fn load_tls_against_nginx() {
             .arg(&conf)
             .arg("-p")
             .arg(&dir)
-            .args(["-g", "daemon off;"])
+            // One process: killing it leaves no worker behind.
+            .args(["-g", "daemon off; master_process off;"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
