@@ -195,6 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut peak = 0;
     let mut last = (Instant::now(), 0u64, u64::MAX);
     let mut next_status = Instant::now();
+    let mut trimmed = 0u64;
     let signal = loop {
         let look = if last.2 == last.1 { IDLE_LOOK } else { BUSY_LOOK };
         let sig = crate::interrupt::wait(look);
@@ -212,6 +213,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if live {
                 let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
                 status_line(&t, rate, server.shards(), started.elapsed(), tty);
+            }
+            // A second without accepts after TLS handshakes: what they freed
+            // goes back to the kernel, so RSS is what the connections hold.
+            if tls.is_some() && t.opened == last.1 && t.opened != trimmed {
+                crate::sys::process::trim_heap();
+                trimmed = t.opened;
             }
             last = (now, t.opened, last.1);
         }
