@@ -24,6 +24,7 @@
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |
+//! | [`proto`] | sans-IO protocol state machines: WebSocket, MQTT and TLS records, client and server |
 //! | [`serve`] | the server that holds connections, on the engine; its headroom and HAProxy agent |
 //! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes, the per-second timeline, agents' shares of one plan |
 //! | [`merge`] | `tcpmax merge`: the agents' reports of one plan into one, with exact percentiles |
@@ -46,6 +47,7 @@ pub mod machine;
 pub mod merge;
 pub mod output;
 pub mod procfs;
+pub mod proto;
 pub mod prove;
 pub mod report;
 pub mod serve;

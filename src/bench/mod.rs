@@ -22,6 +22,7 @@ use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
 use crate::error::Error;
 use crate::load::explain::explain;
+use crate::load::protocol::ProtoArgs;
 use crate::load::report::{LoadReport, Sample};
 use crate::load::run::{self as load_run, Hooks};
 use crate::machine::{self, Machine};
@@ -47,6 +48,18 @@ pub struct Args {
     /// Run even when the doctor predicts the target does not fit.
     #[arg(long)]
     pub force: bool,
+    /// Speak WebSocket over every connection: upgrade, masked ping frames
+    /// as heartbeats, the close handshake at the end.
+    #[arg(long, conflicts_with = "mqtt")]
+    pub ws: bool,
+    /// Speak MQTT 3.1.1 over every connection: CONNECT, PINGREQ as
+    /// heartbeats, DISCONNECT at the end (keepalive 0: the heartbeat rate is
+    /// --ping-rate's).
+    #[arg(long)]
+    pub mqtt: bool,
+    /// TLS 1.3 under the protocol, with a generated ECDSA P-256 certificate.
+    #[arg(long)]
+    pub tls: bool,
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -113,27 +126,53 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     let backlog = fs.sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
     let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let server_shards = sizing::plan_hashed(args.count, nofile.soft, sizing::cores()).shards.min(bound.max);
-    let mut server = Server::start(&ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
-        mode: Mode::Echo,
-        udp: false,
-        max_conns: Some(args.count),
-        max_memory: None,
-        shards: server_shards,
-        elastic: true,
-        backlog,
-    })?;
+    let tls = if args.tls {
+        let (cert, key, _, _) = crate::proto::tls::self_signed()?;
+        let server = crate::proto::tls::server_config(vec![cert.clone()], key, 0)?;
+        let client =
+            crate::proto::tls::client_setup(crate::proto::tls::Trust::Roots(vec![cert]), "localhost", &[], false)?;
+        Some((server, client))
+    } else {
+        None
+    };
+    let mut server = Server::start_with_tls(
+        &ServerConfig {
+            listen: vec!["127.0.0.1:0".parse().context("loopback address")?],
+            mode: if args.ws {
+                Mode::Ws
+            } else if args.mqtt {
+                Mode::Mqtt
+            } else {
+                Mode::Echo
+            },
+            udp: false,
+            max_conns: Some(args.count),
+            max_memory: None,
+            shards: server_shards,
+            elastic: true,
+            backlog,
+        },
+        tls.as_ref().map(|t| t.0.clone()),
+    )?;
     let target = server.local_addrs()[0];
-    let load = load_run::prepare(&load_run::Spec {
+    let mut load = load_run::prepare(&load_run::Spec {
         hold: args.hold,
         ping_rate: args.ping_rate,
         connect_timeout: Duration::from_secs(10),
+        proto: Box::new(ProtoArgs {
+            ws: args.ws.then(|| "/".to_string()),
+            mqtt: args.mqtt,
+            keepalive: Duration::ZERO,
+            ..ProtoArgs::default()
+        }),
         ..load_run::Spec::new(vec![target.into()], args.count)
     })?;
+    load.tls = tls.map(|t| t.1);
     writeln!(
         human,
-        "bench: {} connections to {target} from {} source IPs; {} server + {} client shards",
+        "bench: {} {} connections to {target} from {} source IPs; {} server + {} client shards",
         group(args.count),
+        load.proto.protocol().name(),
         load.plan.sources,
         server_shards,
         load.client.shards
@@ -220,6 +259,10 @@ fn assemble(
         user_rss_anon_bytes: peak.rss,
         ping_rtt_us: l.ping_rtt_us,
         connect_latency_us: l.connect_latency_us,
+        protocol: l.protocol,
+        tls: l.tls,
+        handshake_latency_us: l.handshake_latency_us,
+        handshake_rate_per_s: l.handshake_rate_per_s,
         failed: l.failed,
         first_limit,
         shards: Shards { server: server_shards, client: l.shards },

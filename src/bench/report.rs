@@ -64,8 +64,18 @@ pub struct BenchReport {
     pub user_rss_anon_bytes: u64,
     /// Heartbeat round trip.
     pub ping_rtt_us: Percentiles,
-    /// Connect latency.
+    /// Connect latency (TCP).
     pub connect_latency_us: Percentiles,
+    /// The protocol spoken over each connection.
+    pub protocol: crate::proto::Protocol,
+    /// True when it ran over TLS.
+    pub tls: bool,
+    /// Protocol handshake time, TCP connected to handshake done (no samples
+    /// over bare TCP).
+    pub handshake_latency_us: Percentiles,
+    /// Protocol handshakes completed per second over the ramp (0 over bare
+    /// TCP).
+    pub handshake_rate_per_s: f64,
     /// Connect attempts that failed.
     pub failed: u64,
     /// What stopped the ramp, or null when the target was reached.
@@ -87,7 +97,9 @@ impl BenchReport {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "tcpmax bench: {} connections on loopback", group(self.target));
+        let tls = if self.tls { " over TLS" } else { "" };
+        let _ =
+            writeln!(w, "tcpmax bench: {} {}{tls} connections on loopback", group(self.target), self.protocol.name());
         if self.interrupted {
             let _ = writeln!(w, "  (interrupted: figures below are what was measured before Ctrl-C)");
         }
@@ -108,6 +120,14 @@ impl BenchReport {
             self.ping_rtt_us.summary()
         );
         let _ = writeln!(w, "  connect latency     {}", self.connect_latency_us.summary());
+        if self.protocol != crate::proto::Protocol::Tcp || self.tls {
+            let _ = writeln!(
+                w,
+                "  handshake           {} ({} handshakes/s)",
+                self.handshake_latency_us.summary(),
+                group(self.handshake_rate_per_s as u64)
+            );
+        }
         let _ = writeln!(
             w,
             "  kernel memory       {:.0} B per connection (slab grew {:.0} B per connection)",

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::book::{Claim, InFlight, Work, WorkState};
@@ -23,12 +23,14 @@ use super::elastic::Policy;
 use super::frame::{self, Partial, Ping};
 use super::reactor::{Handler, Turn};
 use super::sched::RoundRobin;
+use super::session::ClientSessions;
 use super::shard::{Hists, Mail, Pool, ShardCtl};
 use super::sizing;
 use super::stats::ShardStats;
 use super::table::{ConnTable, Record};
 use super::token::Token;
 use crate::error::{Error, Result};
+use crate::proto::{ClientSpec, Fault, tls};
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errno_of;
 use crate::sys::net::{self, Io, Kind};
@@ -42,6 +44,8 @@ pub enum CloseMode {
     /// FIN: an orderly close; this side keeps TIME_WAIT entries.
     Fin,
 }
+
+mod wire;
 
 /// One (source, destination) pair: `None` lets the kernel pick the source.
 pub type Pair = (Option<IpAddr>, SocketAddr);
@@ -57,6 +61,9 @@ pub fn cross(sources: &[IpAddr], targets: &[SocketAddr]) -> Vec<Pair> {
 /// Heartbeats are sent in batches at least this far apart: a shard wakes
 /// for them at most 50 times a second, whatever the rate.
 const PING_BATCH: Duration = Duration::from_millis(20);
+
+/// How long the stop waits for the servers' answers to WebSocket closes.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// What to open and how.
 #[derive(Debug, Clone)]
@@ -99,6 +106,12 @@ struct Shared {
     heartbeats: AtomicBool,
     /// Connections one shard holds at most before it stops claiming.
     full_at: u64,
+    /// The protocol spoken over each connection once TCP is connected.
+    proto: ClientSpec,
+    /// TLS under the protocol, if any.
+    tls: Option<tls::ClientSetup>,
+    /// Protocol sessions started so far (MQTT client ids are numbered by it).
+    sessions: AtomicU64,
 }
 
 /// A running client.
@@ -111,8 +124,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts the shards; they begin connecting at once.
+    /// Starts the shards; they begin connecting at once, over bare TCP.
     pub fn start(config: &ClientConfig) -> Result<Client> {
+        Client::start_with(config, &ClientSpec::Tcp, None)
+    }
+
+    /// Starts the shards, speaking `proto` over each connection, over TLS
+    /// when `tls` is given.
+    pub fn start_with(config: &ClientConfig, proto: &ClientSpec, tls: Option<&tls::ClientSetup>) -> Result<Client> {
         if config.pairs.is_empty() {
             return Err(Error::Input("no (source, destination) pair to connect over".into()));
         }
@@ -129,6 +148,9 @@ impl Client {
             // A pinned pool spreads the target evenly; an elastic one fills
             // each table to near its cap before the next one takes over.
             full_at: if config.elastic { policy.full_at() } else { config.count.div_ceil(shards as u64).max(1) },
+            proto: proto.clone(),
+            tls: tls.cloned(),
+            sessions: AtomicU64::new(0),
         });
         let s = shared.clone();
         let pool = Pool::start("load", shards, Arc::new(move |_id, _ep: &Epoll| Ok(ClientShard::new(s.clone()))))?;
@@ -226,14 +248,21 @@ impl Client {
 struct Conn {
     state: u8,
     ping_out: bool,
-    /// Connect start, or ping send time, in microseconds on the shard clock
-    /// (wrapping).
+    /// The protocol's state byte (see [`crate::proto`]); in the padding, so
+    /// the record stays 8 bytes.
+    proto: u8,
+    /// Connect or handshake start, or ping send time, in microseconds on the
+    /// shard clock (wrapping).
     started_us: u32,
 }
 
 const FREE: u8 = 0;
 const CONNECTING: u8 = 1;
 const ESTABLISHED: u8 = 2;
+/// TCP is connected; the protocol's handshake is under way.
+const HANDSHAKING: u8 = 3;
+/// TCP is connected; the TLS handshake is under way.
+const TLS_HANDSHAKING: u8 = 4;
 
 impl Record for Conn {
     fn is_open(&self) -> bool {
@@ -251,13 +280,25 @@ pub struct ClientShard {
     stats: ShardStats,
     /// Samples taken in this batch, published at its end under one lock.
     connect_samples: Vec<u32>,
+    handshake_samples: Vec<u32>,
     rtt_samples: Vec<u32>,
+    /// Protocol state beyond the record (side buffers while incomplete).
+    sessions: ClientSessions,
+    /// TLS state of each connection that has it (keys: unavoidable).
+    tls: crate::engine::session::TlsTable,
+    /// Bytes of a TLS record split over reads, only while incomplete.
+    tls_partial: HashMap<RawFd, Vec<u8>>,
+    /// Scratch: plaintext of the last records, TLS bytes to send.
+    plain: Vec<u8>,
+    cipher: Vec<u8>,
     epoch: Instant,
     pings: RoundRobin,
     last_turn: Instant,
     seq: u32,
     /// A socket-level failure that no claim can fix (EMFILE): stop claiming.
     starved: bool,
+    /// The stop came: sessions are being closed.
+    stopping: bool,
     retiring: bool,
     scratch: Vec<u8>,
 }
@@ -280,12 +321,19 @@ impl ClientShard {
             partial: HashMap::new(),
             stats: ShardStats::default(),
             connect_samples: Vec::new(),
+            handshake_samples: Vec::new(),
             rtt_samples: Vec::new(),
+            sessions: ClientSessions::new(),
+            tls: crate::engine::session::TlsTable::new(),
+            tls_partial: HashMap::new(),
+            plain: Vec::new(),
+            cipher: Vec::new(),
             epoch: now,
             pings: RoundRobin::new(0.0),
             last_turn: now,
             seq: 0,
             starved: false,
+            stopping: false,
             retiring: false,
             scratch: vec![0; 4096],
         }
@@ -353,7 +401,7 @@ impl ClientShard {
         let started_us = self.now_us();
         match setup() {
             Ok(done) => {
-                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, started_us });
+                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, proto: 0, started_us });
                 self.stats.connecting += 1;
                 self.stats.max_fd = self.stats.max_fd.max(fd as u64);
                 if done {
@@ -371,23 +419,9 @@ impl ClientShard {
         }
     }
 
-    fn established(&mut self, fd: RawFd) {
-        let now = self.now_us();
-        let Some(c) = self.conns.get_mut(fd) else { return };
-        let took = now.wrapping_sub(c.started_us);
-        c.state = ESTABLISHED;
-        self.stats.connecting -= 1;
-        self.stats.opened += 1;
-        self.stats.open += 1;
-        self.connect_samples.push(took.max(1));
-        if let Some(first) = self.cfg().first_message.clone() {
-            self.send(fd, &first);
-        }
-    }
-
-    /// Writes a whole small message or drops the connection: a torn message
-    /// would misalign every later one.
-    fn send(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
+    /// Writes a whole small message (TLS records included) or drops the
+    /// connection: a torn message would misalign every later one.
+    fn send_raw(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
         match net::write(fd, bytes) {
             Ok(Io::Done(n)) if n == bytes.len() => {
                 self.stats.bytes_out += n as u64;
@@ -409,10 +443,17 @@ impl ClientShard {
     }
 
     fn fail_connect(&mut self, fd: RawFd, errno: i32) {
-        self.stats.errors.add(errno);
+        self.fail_named(fd, crate::sys::errno_name(errno));
+    }
+
+    /// A connect or a handshake failed, for the reason `name` (an errno's
+    /// or a protocol failure's).
+    fn fail_named(&mut self, fd: RawFd, name: &'static str) {
+        self.stats.errors.add_name(name);
         self.stats.failed += 1;
         self.stats.connecting -= 1;
         self.conns.remove(fd);
+        self.forget(fd);
         let _ = net::set_linger_zero(fd);
         net::close(fd);
         self.shared.work.with(WorkState::lost);
@@ -424,7 +465,10 @@ impl ClientShard {
                 Ok(Io::Done(0)) => return self.lost(fd, None),
                 Ok(Io::Done(n)) => {
                     self.stats.bytes_in += n as u64;
-                    self.on_bytes(fd, n);
+                    self.on_wire(fd, n);
+                    if self.conns.get(fd).is_none() {
+                        return; // the protocol closed it
+                    }
                 }
                 Ok(Io::WouldBlock) => return,
                 Err(e) => return self.lost(fd, Some(errno_of(&e))),
@@ -432,7 +476,11 @@ impl ClientShard {
         }
     }
 
-    fn on_bytes(&mut self, fd: RawFd, n: usize) {
+    /// Application bytes (decrypted, with TLS) of `fd`.
+    fn on_plain(&mut self, fd: RawFd, data: &[u8]) {
+        if self.shared.proto != ClientSpec::Tcp {
+            return self.on_app_proto(fd, data);
+        }
         if self.cfg().message.is_some() {
             // Any reply ends the round trip of the message outstanding.
             let now = self.now_us();
@@ -448,7 +496,7 @@ impl ClientShard {
         let mut part = self.partial.remove(&fd).unwrap_or_default();
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         let (mut pongs, samples) = (0, &mut self.rtt_samples);
-        let bad = part.feed(&self.scratch[..n], |p| {
+        let bad = part.feed(data, |p| {
             pongs += 1;
             samples.push((now_ns.saturating_sub(p.sent_ns) / 1000).clamp(1, u64::from(u32::MAX)) as u32);
         });
@@ -468,6 +516,11 @@ impl ClientShard {
 
     /// The server closed or reset an established connection.
     fn lost(&mut self, fd: RawFd, errno: Option<i32>) {
+        if self.conns.get(fd).is_some_and(|c| c.state == HANDSHAKING || c.state == TLS_HANDSHAKING) {
+            // During the handshake it counts as a failed connect.
+            let name = errno.map_or(Fault::HandshakeClosed.name(), crate::sys::errno_name);
+            return self.fail_named(fd, name);
+        }
         if let Some(e) = errno {
             self.stats.errors.add(e);
         }
@@ -476,7 +529,7 @@ impl ClientShard {
             self.stats.closed += 1;
             self.shared.work.with(WorkState::lost);
         }
-        self.partial.remove(&fd);
+        self.forget(fd);
         net::close(fd);
     }
 
@@ -485,10 +538,17 @@ impl ClientShard {
         let limit = self.cfg().connect_timeout.as_micros().min(u32::MAX as u128) as u32;
         let conns = &self.conns;
         let expired = self.in_flight.expired(now, limit, |fd, started| {
-            conns.get(fd).is_some_and(|c| c.state == CONNECTING && c.started_us == started)
+            conns.get(fd).is_some_and(|c| {
+                matches!(c.state, CONNECTING | HANDSHAKING | TLS_HANDSHAKING) && c.started_us == started
+            })
         });
         for fd in expired {
-            self.fail_connect(fd, libc::ETIMEDOUT);
+            match self.conns.get(fd) {
+                Some(c) if c.state == HANDSHAKING || c.state == TLS_HANDSHAKING => {
+                    self.fail_named(fd, Fault::HandshakeTimeout.name())
+                }
+                _ => self.fail_connect(fd, libc::ETIMEDOUT),
+            }
         }
         match self.in_flight.next_deadline_us(self.now_us(), limit) {
             Some(us) => Turn::Until(Instant::now() + Duration::from_micros(u64::from(us))),
@@ -501,7 +561,15 @@ impl ClientShard {
         let elapsed = now.duration_since(self.last_turn);
         // This shard's share of the rate follows the connections it holds.
         let count = self.cfg().count.max(1) as f64;
-        self.pings.set_rate(self.cfg().ping_rate * self.stats.open as f64 / count);
+        let mut rate = self.cfg().ping_rate * self.stats.open as f64 / count;
+        if let ClientSpec::Mqtt(m) = &self.shared.proto
+            && m.keepalive_s > 0
+        {
+            // Every session must send something within its keepalive: visit
+            // each one in two thirds of it at least.
+            rate = rate.max(self.stats.open as f64 * 1.5 / f64::from(m.keepalive_s));
+        }
+        self.pings.set_rate(rate);
         let due = self.pings.earn(elapsed);
         if due > 0 && self.stats.open > 0 {
             self.send_pings(due);
@@ -525,10 +593,18 @@ impl ClientShard {
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         let now_us = self.now_us();
         let message = self.cfg().message.clone();
+        let shared = self.shared.clone();
+        let mut beat = Vec::new();
         for fd in targets {
             self.seq = self.seq.wrapping_add(1);
             let frame = frame::encode(Ping { seq: self.seq, sent_ns: now_ns });
-            let bytes: &[u8] = message.as_deref().unwrap_or(&frame);
+            let bytes: &[u8] = if shared.proto != ClientSpec::Tcp {
+                self.sessions.heartbeat(&shared.proto, now_ns);
+                std::mem::swap(&mut beat, &mut self.sessions.out);
+                &beat
+            } else {
+                message.as_deref().unwrap_or(&frame)
+            };
             if self.send(fd, bytes) {
                 self.stats.pings += 1;
                 if let Some(c) = self.conns.get_mut(fd) {
@@ -577,22 +653,26 @@ impl Handler for ClientShard {
         turn
     }
 
-    fn on_stop(&mut self, _epoll: &Epoll) {
-        let mut held = 0;
+    fn on_stop(&mut self, epoll: &Epoll) {
+        let established = |c: &Conn| c.state == ESTABLISHED;
+        let held = self.conns.open_fds().into_iter().filter(|&fd| self.conns.get(fd).is_some_and(established)).count();
+        if self.shared.proto != ClientSpec::Tcp {
+            self.say_goodbye(epoll);
+        }
         for fd in self.conns.open_fds() {
             // With --close rst, SO_LINGER 0 was set when the socket was made.
             net::close(fd);
-            if let Some(c) = self.conns.remove(fd)
-                && c.state == ESTABLISHED
-            {
-                held += 1;
-            }
+            self.conns.remove(fd);
         }
+        let held = held as u64;
         self.stats.held_at_stop = held;
         self.stats.open = 0;
         self.stats.connecting = 0;
         self.in_flight.clear();
         self.partial.clear();
+        self.sessions.clear();
+        self.tls = crate::engine::session::TlsTable::new();
+        self.tls_partial = HashMap::new();
     }
 
     fn stats(&self) -> &ShardStats {
@@ -600,13 +680,19 @@ impl Handler for ClientShard {
     }
 
     fn publish_extra(&mut self, ctl: &ShardCtl) {
-        if self.connect_samples.is_empty() && self.rtt_samples.is_empty() {
+        if self.connect_samples.is_empty() && self.rtt_samples.is_empty() && self.handshake_samples.is_empty() {
             return;
         }
-        let (c, r) = (&mut self.connect_samples, &mut self.rtt_samples);
+        let (c, r, hs) = (&mut self.connect_samples, &mut self.rtt_samples, &mut self.handshake_samples);
         ctl.with_hists(|h| {
             for &v in c.iter() {
                 h.connect_us.saturating_record(u64::from(v));
+            }
+            if !hs.is_empty() {
+                let hist = h.handshake_us.get_or_insert_with(super::shard::new_hist);
+                for &v in hs.iter() {
+                    hist.saturating_record(u64::from(v));
+                }
             }
             for &v in r.iter() {
                 h.rtt_us.saturating_record(u64::from(v));
@@ -614,6 +700,7 @@ impl Handler for ClientShard {
         });
         c.clear();
         r.clear();
+        hs.clear();
     }
 }
 

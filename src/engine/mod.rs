@@ -11,6 +11,7 @@
 //! | [`elastic`] | pure policy: when to add, steer away from, and retire shards; the accept-steering program |
 //! | [`book`] | pure client bookkeeping: claims, pacing, reconnect budget, connect expiry |
 //! | [`client`] | the client handler and its supervisor API |
+//! | [`session`] | the protocol layer of client connections: drives [`crate::proto`]'s machines |
 //! | [`sched`] | heartbeat round-robin with a rate budget |
 //! | [`table`], [`frame`], [`gate`], [`stats`], [`sizing`] | per-fd records, ping frames, admission, counters, shard sizing |
 //!
@@ -49,6 +50,7 @@ pub mod frame;
 pub mod gate;
 pub mod reactor;
 pub mod sched;
+pub mod session;
 pub mod shard;
 pub mod sizing;
 pub mod stats;

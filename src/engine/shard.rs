@@ -179,18 +179,24 @@ pub struct Hists {
     pub connect_us: Histogram<u32>,
     /// Ping round-trip time.
     pub rtt_us: Histogram<u32>,
+    /// Protocol handshake (TCP connected to the handshake done); made on
+    /// the first sample, so a bare TCP run pays nothing for it.
+    pub handshake_us: Option<Histogram<u32>>,
 }
 
 impl Hists {
     /// Empty histograms, 1 us to 100 s, 3 significant figures.
     pub fn new() -> Hists {
-        Hists { connect_us: new_hist(), rtt_us: new_hist() }
+        Hists { connect_us: new_hist(), rtt_us: new_hist(), handshake_us: None }
     }
 
     /// Adds another shard's histograms.
     pub fn merge(&mut self, o: &Hists) {
         let _ = self.connect_us.add(&o.connect_us);
         let _ = self.rtt_us.add(&o.rtt_us);
+        if let Some(o) = &o.handshake_us {
+            let _ = self.handshake_us.get_or_insert_with(new_hist).add(o);
+        }
     }
 }
 

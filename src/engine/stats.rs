@@ -19,6 +19,12 @@ impl Errnos {
         *self.0.entry(errno_name(errno)).or_insert(0) += 1;
     }
 
+    /// Counts one failure by name: a protocol failure
+    /// ([`Fault::name`](crate::proto::Fault::name)) beside the errnos.
+    pub fn add_name(&mut self, name: &'static str) {
+        *self.0.entry(name).or_insert(0) += 1;
+    }
+
     /// Adds another table into this one.
     pub fn merge(&mut self, other: &Errnos) {
         for (k, v) in &other.0 {
@@ -88,6 +94,9 @@ pub struct ShardStats {
     /// Client: connections opened again after the server closed one or a
     /// connect failed (`--reconnect`).
     pub reconnects: u64,
+    /// Client: protocol sessions closed cleanly at the stop (a WebSocket
+    /// close answered by the server).
+    pub close_handshakes: u64,
     /// Connections still held when the stop came (closed by us then), taken
     /// after the events pending at that moment were handled.
     pub held_at_stop: u64,
@@ -113,6 +122,7 @@ impl ShardStats {
         self.pongs += o.pongs;
         self.reconnects += o.reconnects;
         self.held_at_stop += o.held_at_stop;
+        self.close_handshakes += o.close_handshakes;
     }
 
     /// Copies every counter of `o` but the error table (which the caller

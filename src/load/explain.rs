@@ -26,9 +26,13 @@ pub fn known() -> impl Iterator<Item = &'static str> {
     TABLE.iter().map(|(name, _)| *name)
 }
 
-/// The explanation of `errno_name` (`EADDRNOTAVAIL`), or [`GENERIC`].
+/// The explanation of `errno_name` (`EADDRNOTAVAIL`), or of a protocol
+/// failure counted in the same table ([`crate::proto::explain`]), or
+/// [`GENERIC`].
 pub fn explain(errno_name: &str) -> Explanation {
-    lookup(errno_name).unwrap_or(GENERIC)
+    lookup(errno_name)
+        .or_else(|| crate::proto::explain(errno_name).map(|(meaning, fix)| Explanation { meaning, fix }))
+        .unwrap_or(GENERIC)
 }
 
 /// The explanation of `errno_name`, None when the table does not know it.

@@ -17,6 +17,7 @@
 //!   hold and teardown, and samples it once a second.
 //! - [`timeline`] builds one sample a second from the engine's counters,
 //!   the clock and memory readings, bounded on long runs.
+//! - [`protocol`] turns `--ws` and `--mqtt` into what the engine speaks.
 //! - [`report`] is the report: JSON and the human table.
 //! - [`target`] parses `HOST:PORT` addresses, resolves host names once and
 //!   states which addresses a load uses.
@@ -26,6 +27,7 @@ pub mod bytes;
 pub mod explain;
 pub mod hist;
 pub mod plan;
+pub mod protocol;
 pub mod report;
 pub mod run;
 pub mod target;

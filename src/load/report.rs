@@ -138,8 +138,20 @@ pub struct LoadReport {
     pub hold_ended_early: Option<String>,
     /// What stopped the ramp before the target, if anything did (a guard).
     pub stopped_by: Option<String>,
-    /// Connect latency.
+    /// Connect latency (TCP).
     pub connect_latency_us: Percentiles,
+    /// The protocol spoken over each connection.
+    pub protocol: crate::proto::Protocol,
+    /// True when it ran over TLS.
+    pub tls: bool,
+    /// Protocol handshake time, from TCP connected to the handshake done
+    /// (no samples over bare TCP).
+    pub handshake_latency_us: Percentiles,
+    /// Protocol handshakes completed per second over the ramp (0 over bare
+    /// TCP).
+    pub handshake_rate_per_s: f64,
+    /// Sessions closed cleanly at the end (a WebSocket close answered).
+    pub close_handshakes: u64,
     /// Ping (or message) round-trip time.
     pub ping_rtt_us: Percentiles,
     /// Both latency histograms whole (HDR V2, base64), for `tcpmax merge`.
@@ -202,6 +214,15 @@ impl LoadReport {
         );
         let _ = writeln!(w, "  hold / teardown     {:.1} s / {:.1} s", self.hold_seconds, self.teardown_seconds);
         let _ = writeln!(w, "  connect latency     {}", self.connect_latency_us.summary());
+        if self.protocol != crate::proto::Protocol::Tcp || self.tls {
+            let _ = writeln!(
+                w,
+                "  {:<19} {} ({} handshakes/s)",
+                format!("{}{} handshake", if self.tls { "tls+" } else { "" }, self.protocol.name()),
+                self.handshake_latency_us.summary(),
+                group(self.handshake_rate_per_s as u64)
+            );
+        }
         if self.pings_sent > 0 {
             let _ = writeln!(
                 w,

@@ -14,6 +14,7 @@ use super::agent::{AgentInfo, CommandLine, INDEX_ENV, Waited, wait_until};
 use super::bytes::parse_escaped;
 use super::hist::Histograms;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
+use super::protocol::ProtoArgs;
 use super::report::{LoadReport, Percentiles, Sample, errno_rows, unix_ms_now};
 use super::target::{self, Target};
 use super::timeline::Recorder;
@@ -119,6 +120,10 @@ pub struct Args {
     /// Write the report as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// The protocol spoken over each connection (boxed: the command line
+    /// stays small on the stack).
+    #[command(flatten)]
+    pub proto: Box<ProtoArgs>,
 }
 
 /// What a load is asked to do, typed and independent of the command line:
@@ -154,6 +159,8 @@ pub struct Spec {
     pub in_flight: u64,
     /// Pinned shard count (None: elastic).
     pub shards: Option<usize>,
+    /// The protocol spoken over each connection (bare TCP by default).
+    pub proto: Box<ProtoArgs>,
 }
 
 impl Spec {
@@ -174,6 +181,7 @@ impl Spec {
             reconnect: false,
             in_flight: 4096,
             shards: None,
+            proto: Box::default(),
         }
     }
 }
@@ -195,6 +203,7 @@ impl From<&Args> for Spec {
             reconnect: a.reconnect,
             in_flight: a.in_flight,
             shards: a.shards,
+            proto: a.proto.clone(),
         }
     }
 }
@@ -206,6 +215,10 @@ pub struct Load {
     pub plan: Plan,
     /// What the engine runs.
     pub client: ClientConfig,
+    /// The protocol spoken over each connection.
+    pub proto: crate::proto::ClientSpec,
+    /// TLS under it, if any.
+    pub tls: Option<crate::proto::tls::ClientSetup>,
     /// How long to hold.
     pub hold: Duration,
     /// What each target given by name resolved to and which addresses are
@@ -227,6 +240,8 @@ pub fn prepare(args: &Spec) -> crate::Result<Load> {
         given
     };
     let plan = plan::plan(args.count, &targets, &sources, usable, args.pair_budget)?;
+    let proto = args.proto.spec(&args.targets, args.message.is_some() || args.first_message.is_some())?;
+    let tls = args.proto.tls_setup(&args.targets)?;
     let nofile = process::raise_nofile().map_err(|e| crate::Error::os("raising RLIMIT_NOFILE", e))?;
     let bound = sizing::max_shards(args.count, &sizing::ThreadLimits::read(&fs));
     let shards = match args.shards {
@@ -248,7 +263,7 @@ pub fn prepare(args: &Spec) -> crate::Result<Load> {
         reconnect: args.reconnect,
         close: args.close,
     };
-    Ok(Load { plan, client, hold: args.hold, notes, agent: AgentInfo::single(args) })
+    Ok(Load { plan, client, proto, tls, hold: args.hold, notes, agent: AgentInfo::single(args) })
 }
 
 /// What a caller of [`execute`] hooks into the run.
@@ -276,7 +291,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     let Hooks { tick, guard, at_peak } = hooks;
     let count = load.client.count;
     let started = Instant::now();
-    let mut client = Client::start(&load.client)?;
+    let mut client = Client::start_with(&load.client, &load.proto, load.tls.as_ref())?;
     let mut timeline = Recorder::start(started, load.client.shards);
     let (mut peak, mut rss, mut peak_shards) = (0u64, 0u64, client.shards());
     let mut ramp_end: Option<Instant> = None;
@@ -302,6 +317,10 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         let attempted = t.opened + t.failed >= count || stopped_by.is_some();
         if ramp_end.is_none() && attempted && t.connecting == 0 {
             ramp_end = Some(now);
+            // What the handshakes freed goes back to the kernel (at rest,
+            // RSS is what the connections hold), before the heartbeats: the
+            // trim holds the allocator's locks for a moment.
+            crate::sys::process::trim_heap();
             client.start_heartbeats();
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
@@ -359,6 +378,15 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         hold_ended_early: ended_early,
         stopped_by,
         connect_latency_us: Percentiles::of(&hists.connect_us),
+        protocol: load.proto.protocol(),
+        handshake_latency_us: hists.handshake_us.as_ref().map(Percentiles::of).unwrap_or_default(),
+        tls: load.tls.is_some(),
+        handshake_rate_per_s: if load.proto.protocol() == crate::proto::Protocol::Tcp && load.tls.is_none() {
+            0.0
+        } else {
+            fin.opened.min(count) as f64 / ramp.as_secs_f64().max(1e-9)
+        },
+        close_handshakes: fin.close_handshakes,
         ping_rtt_us: Percentiles::of(&hists.rtt_us),
         histograms: Histograms::of(&hists)?,
         pings_sent: fin.pings,

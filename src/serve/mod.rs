@@ -45,6 +45,10 @@ pub enum Mode {
     Silent,
     /// Write back what was read, with backpressure.
     Echo,
+    /// WebSocket: answer upgrades, echo data frames, answer pings and closes.
+    Ws,
+    /// MQTT 3.1.1: answer CONNECT, PINGREQ and SUBSCRIBE.
+    Mqtt,
 }
 
 /// Arguments of `tcpmax serve`.
@@ -54,7 +58,8 @@ pub struct Args {
     /// a host name listens on every address it resolves to.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9000", value_parser = target::parse_listen)]
     pub listen: Vec<Target>,
-    /// silent: read and discard; echo: write back, with backpressure.
+    /// silent: read and discard; echo: write back, with backpressure; ws:
+    /// WebSocket echo; mqtt: an MQTT broker that answers CONNECT and PINGREQ.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
     /// Also echo UDP datagrams on the same port numbers.
@@ -100,6 +105,10 @@ pub struct Args {
     /// Write the final summary as JSON to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// TLS 1.3 under the mode: CERT,KEY (PEM files), or self-signed (a
+    /// generated certificate for localhost, its PEM written out for --ca).
+    #[arg(long, value_name = "CERT,KEY|self-signed", value_parser = crate::proto::tls::parse_cert_source)]
+    pub tls: Option<crate::proto::tls::CertSource>,
 }
 
 /// The final summary of a serve run.
@@ -189,13 +198,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         elastic: args.shards.is_none(),
         backlog,
     };
-    let mut server = Server::start(&config)?;
+    // One stateless session ticket per handshake: clients may resume.
+    let tls = args.tls.as_ref().map(|t| t.server_config(1)).transpose()?;
+    let mut server = Server::start_with_tls(&config, tls.as_ref().map(|t| t.0.clone()))?;
     let metrics =
         args.metrics.map(|addr| metrics::MetricsServer::start(addr, metrics::Metrics::new(true))).transpose()?;
     let limit = plan.per_shard.saturating_mul(plan.shards as u64);
     let mut throttle =
         headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, args.agent_reaction, limit)?;
     let mut human = output::human(args.json.as_deref());
+    if let Some((_, Some(pem))) = &tls {
+        writeln!(human, "tls self-signed certificate {}", pem.display())?;
+    }
     announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()), &throttle)?;
 
     let live = args.status || output::stderr_is_tty();
@@ -205,6 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut last = (Instant::now(), 0u64, u64::MAX);
     let mut timeline = crate::load::timeline::Recorder::start(started, 0);
     let mut next_status = Instant::now();
+    let mut trimmed = 0u64;
     let signal = loop {
         let look = if last.2 == last.1 { IDLE_LOOK } else { BUSY_LOOK };
         let sig = crate::interrupt::wait(look);
@@ -228,6 +243,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if live {
                 let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
                 status_line(&t, rate, server.shards(), started.elapsed(), tty, &throttle.status());
+            }
+            // A second without accepts after TLS handshakes: what they freed
+            // goes back to the kernel, so RSS is what the connections hold.
+            if tls.is_some() && t.opened == last.1 && t.opened != trimmed {
+                crate::sys::process::trim_heap();
+                trimmed = t.opened;
             }
             last = (now, t.opened, last.1);
         }

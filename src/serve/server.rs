@@ -71,10 +71,15 @@ impl Server {
     /// Binds every address, starts `config.shards` shards and returns once
     /// all of them listen (or the first set-up error).
     pub fn start(config: &ServerConfig) -> Result<Server> {
+        Server::start_with_tls(config, None)
+    }
+
+    /// [`Server::start`], every connection under TLS when `tls` is given.
+    pub fn start_with_tls(config: &ServerConfig, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Server> {
         let procfs = ProcFs::default();
         let (tcp, holders) = resolve(&config.listen, config.udp)?;
         let udp = if config.udp { tcp.clone() } else { Vec::new() };
-        let setup = Arc::new(ShardSetup { tcp: tcp.clone(), udp, backlog: config.backlog, mode: config.mode });
+        let setup = Arc::new(ShardSetup { tcp: tcp.clone(), udp, backlog: config.backlog, mode: config.mode, tls });
         let gate = Arc::new(Gate::new(config.max_conns.unwrap_or(u64::MAX)));
         let watermark = match config.max_memory {
             Some(high) => {

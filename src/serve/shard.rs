@@ -22,6 +22,7 @@ use crate::engine::stats::ShardStats;
 use crate::engine::table::{ConnTable, Record};
 use crate::engine::token::Token;
 use crate::error::{Error, Result};
+use crate::proto::{self, Event, mqtt, tls, ws};
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errno_of;
 use crate::sys::net::{self, Io, Kind};
@@ -49,19 +50,26 @@ pub struct ShardSetup {
     pub udp: Vec<SocketAddr>,
     /// Listen backlog (net.core.somaxconn).
     pub backlog: i32,
-    /// silent or echo.
+    /// silent, echo, ws or mqtt.
     pub mode: Mode,
+    /// TLS under the mode, if any.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The server's per-connection record: one byte of flags.
+/// The server's per-connection record: one byte of flags and, in ws and
+/// mqtt modes, the protocol's state in two bits of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Conn(u8);
 
 const OPEN: u8 = 1;
 /// The peer is not reading: stop reading until the pending bytes are out.
 const BLOCKED: u8 = 2;
-/// The peer sent FIN: close once the pending bytes are out.
+/// The peer sent FIN, or the protocol ended the session: close once the
+/// pending bytes are out.
 const EOF: u8 = 4;
+/// The protocol's state (0 to 3, see [`crate::proto`]) in bits 3 and 4.
+const PROTO_SHIFT: u8 = 3;
+const PROTO_MASK: u8 = 0b11 << PROTO_SHIFT;
 
 impl Record for Conn {
     fn is_open(&self) -> bool {
@@ -78,6 +86,19 @@ pub struct Shard {
     conns: ConnTable<Conn>,
     /// Unsent echo bytes of backpressured connections only (bounded by CHUNK each).
     pending: HashMap<RawFd, Vec<u8>>,
+    /// ws and mqtt: bytes of a unit split over reads, only while incomplete.
+    partial: HashMap<RawFd, Vec<u8>>,
+    /// ws and mqtt: the answers of the last read, and what happened.
+    out: Vec<u8>,
+    events: Vec<Event>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// TLS state of each connection (keys: unavoidable).
+    tls: crate::engine::session::TlsTable,
+    /// Bytes of a TLS record split over reads, only while incomplete.
+    tls_partial: HashMap<RawFd, Vec<u8>>,
+    /// Scratch: plaintext of the last records, TLS bytes to send.
+    plain: Vec<u8>,
+    cipher: Vec<u8>,
     /// Connections and listeners whose batch ran out before EAGAIN.
     again: Vec<Token>,
     scratch: Vec<u8>,
@@ -107,6 +128,14 @@ impl Shard {
             udp: Vec::new(),
             conns: ConnTable::new(),
             pending: HashMap::new(),
+            partial: HashMap::new(),
+            out: Vec::new(),
+            events: Vec::new(),
+            tls_config: setup.tls.clone(),
+            tls: crate::engine::session::TlsTable::new(),
+            tls_partial: HashMap::new(),
+            plain: Vec::new(),
+            cipher: Vec::new(),
             again: Vec::new(),
             scratch: vec![0; CHUNK],
             stats: ShardStats::default(),
@@ -190,6 +219,20 @@ impl Shard {
             net::close(fd);
             return;
         }
+        if let Some(config) = &self.tls_config {
+            match tls::Session::server(config) {
+                Ok(session) => {
+                    self.tls.insert(fd, session);
+                }
+                Err(f) => {
+                    self.stats.errors.add_name(f.name());
+                    let _ = ep.delete(fd);
+                    self.gate.release();
+                    net::close(fd);
+                    return;
+                }
+            }
+        }
         self.conns.insert(fd, Conn(OPEN));
         self.stats.opened += 1;
         self.stats.max_fd = self.stats.max_fd.max(fd as u64);
@@ -253,7 +296,15 @@ impl Shard {
                 }
                 Ok(Io::Done(n)) => {
                     self.stats.bytes_in += n as u64;
-                    if self.mode == Mode::Echo && !self.echo(ep, fd, n) {
+                    let go_on = if self.tls_config.is_some() {
+                        self.tls_in(ep, fd, n)
+                    } else {
+                        let buf = std::mem::take(&mut self.scratch);
+                        let go_on = self.app_in(ep, fd, &buf[..n]);
+                        self.scratch = buf;
+                        go_on
+                    };
+                    if !go_on {
                         return;
                     }
                 }
@@ -268,19 +319,151 @@ impl Shard {
         self.again.push(Token::Conn(fd));
     }
 
-    /// Writes back the `n` bytes just read. On a short write the rest is kept
-    /// and reading stops: backpressure reaches the peer through TCP's window.
-    /// Returns false when the connection is blocked or gone.
-    fn echo(&mut self, ep: &Epoll, fd: RawFd, n: usize) -> bool {
-        let mut off = 0;
+    /// What the mode does with application bytes (decrypted, with TLS);
+    /// false when the connection is blocked or gone.
+    fn app_in(&mut self, ep: &Epoll, fd: RawFd, data: &[u8]) -> bool {
+        match self.mode {
+            Mode::Silent => true,
+            Mode::Echo => self.send_app(ep, fd, data),
+            Mode::Ws | Mode::Mqtt => self.converse(ep, fd, data),
+        }
+    }
+
+    /// Decrypts the `n` bytes just read (an incomplete record waits in a
+    /// side map), answers the handshake, hands the plaintext to the mode.
+    fn tls_in(&mut self, ep: &Epoll, fd: RawFd, n: usize) -> bool {
+        let Some(mut session) = self.tls.remove(&fd) else { return false };
+        let mut buf = self.tls_partial.remove(&fd).unwrap_or_default();
+        buf.extend_from_slice(&self.scratch[..n]);
+        let (mut plain, mut out) = (std::mem::take(&mut self.plain), std::mem::take(&mut self.cipher));
+        plain.clear();
+        out.clear();
+        let r = session.feed(&mut buf, &mut plain, &mut out);
+        self.tls.insert(fd, session);
+        let used = r.as_ref().map_or(buf.len(), |p| p.used);
+        let mut go_on = true;
+        if used < buf.len() {
+            buf.drain(..used);
+            if buf.len() > tls::MAX_RECORD {
+                self.stats.errors.add_name("TLS_RECORD_TOO_LARGE");
+                self.close_conn(ep, fd, true);
+                go_on = false;
+            } else {
+                self.tls_partial.insert(fd, buf);
+            }
+        }
+        if go_on && !out.is_empty() {
+            go_on = self.write_all(ep, fd, &out);
+        }
+        match r {
+            Err(fault) => {
+                self.stats.errors.add_name(fault.name());
+                self.end_after_flush(ep, fd);
+                go_on = false;
+            }
+            Ok(p) => {
+                if go_on && !plain.is_empty() {
+                    go_on = self.app_in(ep, fd, &plain);
+                }
+                if p.peer_closed {
+                    self.end_after_flush(ep, fd);
+                    go_on = false;
+                }
+            }
+        }
+        self.plain = plain;
+        self.cipher = out;
+        go_on
+    }
+
+    /// Closes `fd` once what is pending is out (at once when nothing is).
+    fn end_after_flush(&mut self, ep: &Epoll, fd: RawFd) {
+        if self.pending.contains_key(&fd) {
+            self.set_flag(fd, EOF);
+        } else {
+            self.close_conn(ep, fd, false);
+        }
+    }
+
+    /// Writes application bytes: encrypted when the connection has TLS.
+    fn send_app(&mut self, ep: &Epoll, fd: RawFd, bytes: &[u8]) -> bool {
+        let Some(session) = self.tls.get_mut(&fd) else {
+            return self.write_all(ep, fd, bytes);
+        };
+        let mut out = std::mem::take(&mut self.cipher);
+        out.clear();
+        let go_on = match session.send(bytes, &mut out) {
+            Ok(()) => self.write_all(ep, fd, &out),
+            Err(fault) => {
+                self.stats.errors.add_name(fault.name());
+                self.close_conn(ep, fd, true);
+                false
+            }
+        };
+        self.cipher = out;
+        go_on
+    }
+
+    /// Feeds the `n` bytes just read to the protocol's state machine and
+    /// sends its answers; a fault or the end of the session closes the
+    /// connection once the answers are out. False when the connection is
+    /// blocked or gone.
+    fn converse(&mut self, ep: &Epoll, fd: RawFd, input: &[u8]) -> bool {
+        let Some(&Conn(flags)) = self.conns.get(fd) else { return false };
+        let mut state = (flags & PROTO_MASK) >> PROTO_SHIFT;
+        let mut partial = self.partial.remove(&fd).unwrap_or_default();
+        self.out.clear();
+        self.events.clear();
+        let r = match self.mode {
+            Mode::Ws => proto::feed(&mut ws::Server, &mut state, &mut partial, input, &mut self.out, &mut self.events),
+            _ => proto::feed(&mut mqtt::Server, &mut state, &mut partial, input, &mut self.out, &mut self.events),
+        };
+        if let Some(c) = self.conns.get_mut(fd) {
+            c.0 = (c.0 & !PROTO_MASK) | ((state << PROTO_SHIFT) & PROTO_MASK);
+        }
+        if r.is_ok() && !partial.is_empty() {
+            self.partial.insert(fd, partial);
+        }
+        if let Err(fault) = r {
+            self.stats.errors.add_name(fault.name());
+        }
+        let end = r.is_err() || self.events.contains(&Event::PeerClose);
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let sent = self.send_app(ep, fd, &out);
+            self.out = out;
+            if !sent {
+                if end {
+                    self.set_flag(fd, EOF); // closes once the answer is out
+                }
+                return false;
+            }
+        }
+        if end {
+            self.close_conn(ep, fd, false);
+            return false;
+        }
+        true
+    }
+
+    /// Writes `bytes`. On a short write the rest is kept and reading stops:
+    /// backpressure reaches the peer through TCP's window. Returns false
+    /// when the connection is blocked or gone.
+    fn write_all(&mut self, ep: &Epoll, fd: RawFd, bytes: &[u8]) -> bool {
+        if let Some(pending) = self.pending.get_mut(&fd) {
+            // Already blocked: after what waits, in order.
+            pending.extend_from_slice(bytes);
+            return false;
+        }
+        let (mut off, n) = (0, bytes.len());
         while off < n {
-            match net::write(fd, &self.scratch[off..n]) {
+            match net::write(fd, &bytes[off..n]) {
                 Ok(Io::Done(w)) => {
                     off += w;
                     self.stats.bytes_out += w as u64;
                 }
                 Ok(Io::WouldBlock) => {
-                    self.pending.insert(fd, self.scratch[off..n].to_vec());
+                    self.pending.insert(fd, bytes[off..n].to_vec());
                     self.set_flag(fd, BLOCKED);
                     if let Err(e) = ep.modify(fd, READ_INTEREST | epoll::OUT, Token::Conn(fd).encode()) {
                         self.stats.errors.add(errno_of(&e));
@@ -362,6 +545,9 @@ impl Shard {
             return;
         }
         self.pending.remove(&fd);
+        self.partial.remove(&fd);
+        self.tls.remove(&fd);
+        self.tls_partial.remove(&fd);
         if reset {
             let _ = net::set_linger_zero(fd);
         }

@@ -1,0 +1,342 @@
+//! TLS, WebSocket and MQTT against independent peers: `load --tls` against
+//! `openssl s_server` and nginx, `serve --tls` driven by `openssl s_client`,
+//! `load --ws` against the Python `websockets` server and `serve --mode ws`
+//! driven by its client, `load --mqtt` against mosquitto. Each test runs
+//! when its peer is installed and says why it skips when not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Serve, tcpmax, validate};
+use serde_json::Value;
+
+/// A peer process, killed when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(cmd: &str, probe: &[&str]) -> bool {
+    Command::new(cmd).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn python_has_websockets() -> bool {
+    have("python3", &["-c", "import websockets"])
+}
+
+/// A free loopback port (bound then released: the peer binds it next).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `addr` accepts TCP connections.
+fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(peer.0.try_wait().unwrap().is_none(), "the peer exited before listening");
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tcpmax-peer-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A self-signed ECDSA P-256 certificate for localhost, made by openssl.
+fn openssl_cert(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A leaf, not a CA (req -x509 makes CAs): webpki refuses a CA
+        // certificate as the server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "keyUsage=digitalSignature"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    (cert.display().to_string(), key.display().to_string())
+}
+
+fn load_json(args: &[&str]) -> Value {
+    let out = tcpmax(args);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    validate("load", &r);
+    r
+}
+
+#[test]
+fn load_tls_against_openssl_s_server() {
+    if !have("openssl", &["version"]) {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let dir = temp_dir("s_server");
+    let (cert, key) = openssl_cert(&dir);
+    let port = free_port();
+    let mut peer = Peer(
+        Command::new("openssl")
+            .args(["s_server", "-rev", "-quiet", "-tls1_3", "-accept", &format!("127.0.0.1:{port}")])
+            .args(["-cert", &cert, "-key", &key])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr, &mut peer);
+    // s_server serves one connection at a time; -rev sends each line back
+    // reversed, so the messages cross the record layer both ways.
+    let r = load_json(&[
+        "load",
+        &addr.to_string(),
+        "-c",
+        "1",
+        "--hold",
+        "2s",
+        "--tls",
+        "--ca",
+        &cert,
+        "--sni",
+        "localhost",
+        "--ping-rate",
+        "5",
+        "--message",
+        "tcpmax\\n",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(r["held_at_end"], 1, "{:#}", r["errors"]);
+    assert_eq!(r["handshake_latency_us"]["count"], 1);
+    assert!(r["pongs"].as_u64().unwrap() > 0, "the reversed lines came back and were decrypted");
+    assert_eq!(r["errors"], serde_json::json!([]));
+}
+
+#[test]
+fn serve_tls_driven_by_openssl_s_client() {
+    if !have("openssl", &["version"]) {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let serve = Serve::start(&["--tls", "self-signed", "--mode", "echo"]);
+    let pem = std::env::temp_dir().join(format!("tcpmax-{}-cert.pem", serve.pid()));
+    let mut client = Peer(
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-servername", "localhost"])
+            .args(["-connect", &serve.addr.to_string()])
+            .arg("-CAfile")
+            .arg(&pem)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    client.0.stdin.as_mut().unwrap().write_all(b"hello over tls\n").unwrap();
+    let lines = common::lines(client.0.stdout.take().unwrap());
+    let echoed = lines.recv_timeout(Duration::from_secs(20)).expect("s_client got the echo");
+    assert_eq!(echoed, "hello over tls", "verified the certificate, then the echo");
+}
+
+#[test]
+fn load_tls_against_nginx() {
+    if !have("nginx", &["-v"]) {
+        eprintln!("skipped: nginx is not installed (apt-get install nginx-light)");
+        return;
+    }
+    if !have("openssl", &["version"]) {
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let dir = temp_dir("nginx");
+    let (cert, key) = openssl_cert(&dir);
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\nerror_log stderr;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             keepalive_timeout 3600s;\n client_header_timeout 3600s;\n\
+             server {{\n  listen 127.0.0.1:{port} ssl;\n  ssl_certificate {cert};\n  ssl_certificate_key {key};\n\
+             ssl_protocols TLSv1.3;\n  location / {{ return 204; }}\n }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut peer = Peer(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&dir)
+            // One process: killing it leaves no worker behind.
+            .args(["-g", "daemon off; master_process off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr, &mut peer);
+    let r = load_json(&[
+        "load",
+        &addr.to_string(),
+        "-c",
+        "300",
+        "--hold",
+        "1s",
+        "--tls",
+        "--ca",
+        &cert,
+        "--sni",
+        "localhost",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(r["held_at_end"], 300, "{:#}", r["errors"]);
+    assert_eq!(r["handshake_latency_us"]["count"], 300);
+}
+
+const WS_SERVER: &str = r#"
+import asyncio, sys, websockets
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+#[test]
+fn load_ws_against_python_websockets() {
+    if !python_has_websockets() {
+        eprintln!("skipped: the Python websockets package is not installed (pip install websockets)");
+        return;
+    }
+    let port = free_port();
+    let mut peer = Peer(
+        Command::new("python3")
+            .args(["-c", WS_SERVER, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr, &mut peer);
+    let r = load_json(&[
+        "load",
+        &addr.to_string(),
+        "-c",
+        "200",
+        "--hold",
+        "2s",
+        "--ping-rate",
+        "400",
+        "--ws",
+        "/",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(r["held_at_end"], 200, "{:#}", r["errors"]);
+    assert!(r["pongs"].as_u64().unwrap() > 0, "websockets answers pings");
+    assert_eq!(r["close_handshakes"], 200, "and the close handshake");
+}
+
+const WS_CLIENT: &str = r#"
+import asyncio, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1], compression=None) as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+        await ws.send(b"\x00\x01binary")
+        assert await ws.recv() == b"\x00\x01binary"
+        pong = await ws.ping(b"beat")
+        await asyncio.wait_for(pong, 5)
+    print("ok", flush=True)
+asyncio.run(main())
+"#;
+
+#[test]
+fn serve_ws_driven_by_python_websockets() {
+    if !python_has_websockets() {
+        eprintln!("skipped: the Python websockets package is not installed (pip install websockets)");
+        return;
+    }
+    let serve = Serve::start(&["--mode", "ws"]);
+    let mut client = Command::new("python3")
+        .args(["-c", WS_CLIENT, &format!("ws://{}/chat", serve.addr)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let status = client.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut err);
+    assert!(status.success() && line.trim() == "ok", "{line}{err}");
+}
+
+#[test]
+fn load_mqtt_against_mosquitto() {
+    if !have("mosquitto", &["-h"]) && !Path::new("/usr/sbin/mosquitto").exists() {
+        eprintln!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    }
+    let dir = temp_dir("mosquitto");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections 1000\npersistence false\n"),
+    )
+    .unwrap();
+    let bin = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+    let mut peer =
+        Peer(Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr, &mut peer);
+    let r = load_json(&[
+        "load",
+        &addr.to_string(),
+        "-c",
+        "200",
+        "--hold",
+        "1s",
+        "--ping-rate",
+        "400",
+        "--mqtt",
+        "--subscribe",
+        "tcpmax/#",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(r["held_at_end"], 200, "{:#}", r["errors"]);
+    assert!(r["pongs"].as_u64().unwrap() > 0, "PINGRESP");
+    assert_eq!(r["protocol"], "mqtt");
+}
