@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md on this machine and writes the
-# JSON files under docs/bench/. Takes about 40 minutes on 2 cores; run it on
+# JSON files under docs/bench/. Takes about 50 minutes on 2 cores; run it on
 # an otherwise idle machine, from a clean checkout (reports record the commit). Loopback only; every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,18 @@ cargo bench --bench ramp_rounds -- --count 2M --rounds 3 --json "$out/ramp_round
 
 echo "== tcpmax serve beside nginx, 500k idle connections"
 cargo bench --bench servers -- --count 500k --json "$out/servers_500k.json" >/dev/null
+
+echo "== protocols: WebSocket and MQTT at 1M, TLS at 500k, both ends tcpmax"
+"$bin" bench -c 1M --hold 10s --ws --json "$out/bench_ws_1M.json" >/dev/null
+"$bin" bench -c 1M --hold 10s --mqtt --json "$out/bench_mqtt_1M.json" >/dev/null
+"$bin" bench -c 500k --hold 10s --tls --json "$out/bench_tls_500k.json" >/dev/null
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "== installing mosquitto (Debian) for the broker run"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+fi
+echo "== TLS handshake rate beside nginx; load --mqtt against mosquitto to its limit"
+cargo bench --bench peers -- --count 20k --mqtt-count 25k --json "$out/peers.json" >/dev/null
 
 echo "== serve holding 500k; shard cost"
 cargo bench --bench serve_hold -- --count 500k --json "$out/serve_hold_500k.json" >/dev/null

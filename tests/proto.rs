@@ -121,3 +121,29 @@ fn bad_protocol_options_are_one_line() {
     let out = tcpmax(&["load", "127.0.0.1:9", "--ws", "/", "--mqtt"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn mqtt_keepalives_are_sent_without_a_ping_rate() {
+    let serve = Serve::start(&["--mode", "mqtt"]);
+    let out = tcpmax(&[
+        "load",
+        &serve.addr.to_string(),
+        "-c",
+        "100",
+        "--hold",
+        "2s",
+        "--ping-rate",
+        "0",
+        "--mqtt",
+        "--keepalive",
+        "1s",
+        "--json",
+        "-",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json_of(&out);
+    // Every session pings within two thirds of its keepalive: 100 sessions,
+    // 2 s, at least one round each.
+    assert!(r["pings_sent"].as_u64().unwrap() >= 100, "{}", r["pings_sent"]);
+    assert!(r["pongs"].as_u64().unwrap() >= 100);
+}

@@ -557,17 +557,24 @@ impl ClientShard {
     }
 
     /// Sends the heartbeats due; returns when the next batch is due.
-    fn ping(&mut self, now: Instant) -> Turn {
+    /// The MQTT keepalive in seconds (0: none, or not MQTT).
+    fn keepalive_s(&self) -> u16 {
+        match &self.shared.proto {
+            ClientSpec::Mqtt(m) => m.keepalive_s,
+            _ => 0,
+        }
+    }
+
+    /// `beats`: the heartbeats proper have started (else only keepalives).
+    fn ping(&mut self, now: Instant, beats: bool) -> Turn {
         let elapsed = now.duration_since(self.last_turn);
         // This shard's share of the rate follows the connections it holds.
         let count = self.cfg().count.max(1) as f64;
-        let mut rate = self.cfg().ping_rate * self.stats.open as f64 / count;
-        if let ClientSpec::Mqtt(m) = &self.shared.proto
-            && m.keepalive_s > 0
-        {
+        let mut rate = if beats { self.cfg().ping_rate * self.stats.open as f64 / count } else { 0.0 };
+        if self.keepalive_s() > 0 {
             // Every session must send something within its keepalive: visit
             // each one in two thirds of it at least.
-            rate = rate.max(self.stats.open as f64 * 1.5 / f64::from(m.keepalive_s));
+            rate = rate.max(self.stats.open as f64 * 1.5 / f64::from(self.keepalive_s()));
         }
         self.pings.set_rate(rate);
         let due = self.pings.earn(elapsed);
@@ -646,8 +653,11 @@ impl Handler for ClientShard {
     fn on_turn(&mut self, epoll: &Epoll, now: Instant) -> Turn {
         let mut turn = self.expire_connects();
         turn = turn.min(self.fill(epoll, now));
-        if self.shared.heartbeats.load(Ordering::Relaxed) && self.stats.connecting == 0 {
-            turn = turn.min(self.ping(now));
+        let beats = self.shared.heartbeats.load(Ordering::Relaxed) && self.stats.connecting == 0;
+        if beats || self.keepalive_s() > 0 {
+            // MQTT keepalives run during the ramp too: a broker drops a
+            // session silent for 1.5 keepalives, and a long ramp is longer.
+            turn = turn.min(self.ping(now, beats));
         }
         self.last_turn = now;
         turn

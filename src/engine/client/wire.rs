@@ -201,7 +201,11 @@ impl ClientShard {
                         None => u64::from(now_us.wrapping_sub(c.started_us)),
                     };
                     self.stats.pongs += 1;
-                    self.rtt_samples.push(us.clamp(1, u64::from(u32::MAX)) as u32);
+                    // Keepalives during the ramp time the ramp, not a
+                    // heartbeat among held connections.
+                    if self.shared.heartbeats.load(Ordering::Relaxed) {
+                        self.rtt_samples.push(us.clamp(1, u64::from(u32::MAX)) as u32);
+                    }
                 }
                 Event::PeerClose | Event::Closed if self.stopping => {
                     self.stats.close_handshakes += 1;
