@@ -1,7 +1,7 @@
 //! The processes of a rehearsal and everything else it creates, owned by a
 //! [`Guard`] that removes them all when dropped: on success, on error
 //! midway, on SIGINT. Children are tied to the supervising thread
-//! ([`crate::sys::child::spawn_tied`]), so even a SIGKILL of `tcpmax
+//! (`crate::sys::child::spawn_tied`), so even a SIGKILL of `tcpmax
 //! cluster` kills them; what then remains (namespaces, the temporary
 //! directory) is found by name by the next run.
 
