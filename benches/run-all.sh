@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md on this machine and writes the
-# JSON files under docs/bench/. Takes about 40 minutes on 2 cores; run it on
+# JSON files under docs/bench/. Takes about 50 minutes on 2 cores; run it on
 # an otherwise idle machine, from a clean checkout (reports record the commit). Loopback only; every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,9 @@ cargo bench --bench ramp_rounds -- --count 2M --rounds 3 --json "$out/ramp_round
 
 echo "== tcpmax serve beside nginx, 500k idle connections"
 cargo bench --bench servers -- --count 500k --json "$out/servers_500k.json" >/dev/null
+
+echo "== what an idle server costs: serve and nginx, idle and holding 500k idle connections, 60 s each"
+cargo bench --bench idle -- --duration 60s --count 500k --json "$out/idle.json" >/dev/null
 
 echo "== serve holding 500k; shard cost"
 cargo bench --bench serve_hold -- --count 500k --json "$out/serve_hold_500k.json" >/dev/null
