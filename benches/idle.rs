@@ -226,30 +226,39 @@ fn load_to(addr: SocketAddr, count: u64, fds: &dyn Fn() -> u64, want: u64) -> Re
         .spawn()
         .map_err(|e| format!("tcpmax load: {e}"))?;
     let progress = common::lines(child.stderr.take().ok_or("no stderr")?);
-    let load = Guard(child);
+    let mut load = Guard(child);
     let want_line = format!("established {} / {}", group(count), group(count));
     let deadline = Instant::now() + Duration::from_secs(900);
     eprintln!("{command}");
+    let mut last = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match progress.recv_timeout(left) {
             Ok(line) if line.contains(&want_line) => break,
-            Ok(_) => {}
-            Err(_) => return Err(format!("the load never established {count}")),
+            Ok(line) => {
+                last.push(line);
+                if last.len() > 5 {
+                    last.remove(0);
+                }
+            }
+            Err(_) => {
+                let status = load.0.try_wait().ok().flatten();
+                return Err(format!("the load never established {count} (exit {status:?}); last lines: {last:#?}"));
+            }
         }
     }
     // Drain the progress lines from here on, so the load never blocks on a
     // full pipe.
     std::thread::spawn(move || for _ in progress {});
-    let mut last = fds();
-    while last < want {
+    let mut seen = fds();
+    while seen < want {
         std::thread::sleep(Duration::from_secs(3));
         let now = fds();
-        if now == last {
+        if now == seen {
             eprintln!("  the server stopped accepting at {} of {} descriptors", group(now), group(want));
             break;
         }
-        last = now;
+        seen = now;
     }
     Ok((load, command))
 }

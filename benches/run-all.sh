@@ -42,6 +42,8 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 echo "== TLS handshake rate beside nginx; load --mqtt against mosquitto to its limit"
 cargo bench --bench peers -- --count 20k --mqtt-count 25k --json "$out/peers.json" >/dev/null
+echo "== what an idle server costs: serve and nginx, idle and holding 500k idle connections, 60 s each"
+cargo bench --bench idle -- --duration 60s --count 500k --json "$out/idle.json" >/dev/null
 
 echo "== serve holding 500k; shard cost"
 cargo bench --bench serve_hold -- --count 500k --json "$out/serve_hold_500k.json" >/dev/null

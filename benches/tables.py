@@ -151,8 +151,27 @@ def cluster():
         print(f"\nMachine: {machine_line(r['machine'])}.")
 
 
+def idle():
+    r = load("idle.json")
+    if r is None:
+        return
+    print("| run | threads | connections held (never accepted) | CPU ticks | share of one core | CPU time (schedstat) | context switches |")
+    print("|---|---|---|---|---|---|---|")
+    for x in r["runs"]:
+        held = g(x.get("held_by_server", x["connections"]))
+        stuck = x.get("established_but_never_accepted")
+        if stuck:
+            held += f" ({g(stuck)})"
+        print(f"| {x['name']} | {x['threads_max']} | {held} | {x['cpu_ticks']} | {x['cpu_share_of_one_core'] * 100:.3f}% | "
+              f"{x['cpu_ns_schedstat'] / 1e6:.1f} ms | {g(x['context_switches'])} |")
+    stops = ", ".join(f"{s['signal_to_exit_seconds']:.1f} s" for s in r["serve_stop_holding"])
+    print(f"\nWindow {r['window_seconds']:.0f} s, {r['clock_ticks_per_second']} ticks a second. "
+          f"SIGINT to exit while holding: {stops}. {r['nginx_version'] or r['nginx_note']}. "
+          f"Machine: {machine_line(r['machine'])}.")
+
+
 if __name__ == "__main__":
     for title, f in [("bench", bench_rows), ("ramp", ramp), ("rounds", rounds), ("servers", servers),
-                     ("rehearsal", rehearsal), ("cluster", cluster)]:
+                     ("rehearsal", rehearsal), ("cluster", cluster), ("idle", idle)]:
         print(f"\n## {title}\n")
         f()
