@@ -29,7 +29,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// connect to it (nor bind it).
 const CASES: &[(&str, &str)] = &[
     // Shards beyond what a run can use.
-    ("serve --listen {addr} --shards 100000", "--shards 100,000 is more than this server can use: at most"),
+    ("serve --listen {addr} --shards 100000", "--shards 100,000 is more than this run can use: at most"),
     ("load -c 100 --shards 100000 {addr}", "at most 100 (no more shards than the 100 connections"),
     ("load --shards 0 {addr}", "--shards: `0` is too small"),
     // Zero, negative, absurd and non-numeric counts.

@@ -363,7 +363,38 @@ fn parts(value: &Value) -> Vec<Part> {
             out.push(Part { label, timeline });
         }
     }
+    if out.is_empty() {
+        out = cluster_parts(value);
+    }
     out
+}
+
+/// A cluster report keeps one timeline whose samples hold each backend's
+/// count in order (`timeline[].backends[i]`): one line per backend.
+fn cluster_parts(value: &Value) -> Vec<Part> {
+    let (Some(backends), Some(samples)) =
+        (value.get("backends").and_then(Value::as_array), value.get("timeline").and_then(Value::as_array))
+    else {
+        return Vec::new();
+    };
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let label =
+                b.get("name").and_then(Value::as_str).map_or_else(|| format!("backend {}", i + 1), String::from);
+            let timeline = samples
+                .iter()
+                .filter_map(|s| {
+                    let t = s.get("t")?.as_f64()?;
+                    let held = s.get("backends")?.as_array()?.get(i)?.as_u64()?;
+                    Some(SampleIn { t, established: held, ..SampleIn::default() })
+                })
+                .collect();
+            Part { label, timeline }
+        })
+        .filter(|p| !p.timeline.is_empty())
+        .collect()
 }
 
 /// Gives runs with the same label (`a/run.json`, `b/run.json`) their file
@@ -413,6 +444,19 @@ mod tests {
         assert_eq!((r.kind, r.version, r.peak(), r.target()), (Kind::Bench, 1, 10, Some(10)));
         assert_eq!(r.shards, (Some(2), Some(3)));
         assert_eq!(r.f.timeline[0].failures, None);
+    }
+
+    #[test]
+    fn cluster_reports_give_one_timeline_per_backend() {
+        let v: Value = serde_json::from_str(
+            r#"{"backends": [{"name": "b1"}, {"name": "b2"}],
+                "timeline": [{"t": 1.0, "client": 3, "lb": 3, "backends": [1, 2]},
+                             {"t": 2.0, "client": 5, "lb": 5, "backends": [2, 3]}]}"#,
+        )
+        .unwrap();
+        let p = parts(&v);
+        assert_eq!(p.iter().map(|p| p.label.as_str()).collect::<Vec<_>>(), vec!["b1", "b2"]);
+        assert_eq!(p[1].timeline.iter().map(|s| s.established).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]
