@@ -28,7 +28,7 @@
 //! | [`load`] | `tcpmax load`: targets and host names, address plan, errno explanations, payload escapes |
 //! | [`mod@bench`] | `tcpmax bench`: serve and load on loopback, memory guard, the report |
 //! | [`prove`] | `tcpmax prove`: each claim as an experiment on loopback, a verdict from what the kernel did |
-//! | [`sys`] | every syscall and every `unsafe` block, nowhere else |
+//! | `sys` (crate-private) | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
 pub mod calc;

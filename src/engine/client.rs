@@ -2,7 +2,7 @@
 //! from given source IPs to given destinations, holds them, pings a share of
 //! them per second, and closes them all (RST by default).
 //!
-//! The shards share one [`Work`](super::book::Work): each claims connection
+//! The shards share one [`Work`]: each claims connection
 //! numbers one at a time, and connection `i` goes to pair `i mod pairs`,
 //! pairs being every (source, destination) combination, so the load is spread
 //! evenly over the four-tuple space whatever the number of shards. A shard

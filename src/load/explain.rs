@@ -1,7 +1,7 @@
 //! What each errno means during a load run, and what to change.
 //!
 //! A load run counts its failures by errno name (the names of
-//! [`crate::sys::errno_name`]). The report prints each name with its
+//! `sys::errno_name`). The report prints each name with its
 //! [`Explanation`]: the meaning in the context of many concurrent
 //! connections, not the libc one-liner, and the concrete fix. A name not in
 //! the table gets [`GENERIC`].
