@@ -193,6 +193,11 @@ impl Client {
         self.pool.hists()
     }
 
+    /// The merged round-trip histogram so far.
+    pub fn rtt_hist(&self) -> hdrhistogram::Histogram<u32> {
+        self.pool.rtt_hist()
+    }
+
     /// Waits up to `limit` for a shard to publish, grows or shrinks the pool
     /// as the elastic policy says, and returns the merged counters. A shard
     /// that cannot be added is not fatal: [`Client::take_warning`] says why.

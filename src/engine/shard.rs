@@ -380,6 +380,18 @@ impl<H: Handler + 'static> Pool<H> {
         h
     }
 
+    /// The round-trip histogram merged over every shard (the per-second
+    /// sample needs only this one, not the connect histogram too).
+    pub fn rtt_hist(&self) -> Histogram<u32> {
+        let mut h = self.retired_hists.rtt_us.clone();
+        for c in self.ctls.iter().flatten() {
+            c.with_hists(|s| {
+                let _ = h.add(&s.rtt_us);
+            });
+        }
+        h
+    }
+
     /// Waits up to `limit` for any shard to publish, then returns the totals.
     pub fn wait_change(&self, limit: Duration) -> ShardStats {
         self.notify.wait(limit);

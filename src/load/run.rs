@@ -324,7 +324,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
             client.start_heartbeats();
             rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
         }
-        if let Some(s) = timeline.tick(now, &t, client.shards(), || client.hists().rtt_us) {
+        if let Some(s) = timeline.tick(now, &t, client.shards(), || client.rtt_hist()) {
             tick(&s, &t);
         }
         if crate::interrupt::requested().is_some() {
