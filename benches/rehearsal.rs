@@ -44,7 +44,7 @@ fn main() -> Result<(), String> {
     }
 
     // The merged percentiles against the agents' histograms added here.
-    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1, tcpmax::engine::shard::HIST_MAX_US, 3)
+    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1, tcpmax::engine::samples::HIST_MAX_US, 3)
         .map_err(|e| format!("{e:?}"))?;
     for r in &o.reports {
         let h = hist::decode(r["histograms"]["connect_us"].as_str().unwrap_or(""))?;

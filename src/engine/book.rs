@@ -166,6 +166,19 @@ impl InFlight {
     pub fn clear(&mut self) {
         self.queue.clear();
     }
+
+    /// Gives the queue's memory back once nothing is in flight (the ramp is
+    /// over): a shard that ramped 16k connects keeps no 128 KiB for them.
+    pub fn release_if_empty(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+    }
+
+    /// Bytes the queue holds.
+    pub fn capacity_bytes(&self) -> usize {
+        self.queue.capacity() * std::mem::size_of::<(RawFd, u32)>()
+    }
 }
 
 #[cfg(test)]
@@ -251,5 +264,18 @@ mod tests {
         let mut f = InFlight::default();
         f.push(9, u32::MAX - 10);
         assert_eq!(f.expired(989, 1000, |_, _| true), vec![9]);
+    }
+
+    #[test]
+    fn in_flight_gives_its_memory_back_after_the_ramp() {
+        let mut f = InFlight::default();
+        for fd in 0..16_000 {
+            f.push(fd, 0);
+        }
+        f.release_if_empty();
+        assert!(f.capacity_bytes() >= 128_000, "still in flight: kept");
+        assert!(f.expired(1, 1000, |_, _| false).is_empty());
+        f.release_if_empty();
+        assert_eq!(f.capacity_bytes(), 0);
     }
 }

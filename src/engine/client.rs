@@ -22,9 +22,10 @@ use super::book::{Claim, InFlight, Work, WorkState};
 use super::elastic::Policy;
 use super::frame::{self, Partial, Ping};
 use super::reactor::{Handler, Turn};
+use super::samples::{Batch, Hists};
 use super::sched::RoundRobin;
 use super::session::ClientSessions;
-use super::shard::{Hists, Mail, Pool, ShardCtl};
+use super::shard::{Mail, Pool, ShardCtl};
 use super::sizing;
 use super::stats::ShardStats;
 use super::table::{ConnTable, Record};
@@ -284,9 +285,7 @@ pub struct ClientShard {
     partial: HashMap<RawFd, Partial>,
     stats: ShardStats,
     /// Samples taken in this batch, published at its end under one lock.
-    connect_samples: Vec<u32>,
-    handshake_samples: Vec<u32>,
-    rtt_samples: Vec<u32>,
+    samples: Batch,
     /// Protocol state beyond the record (side buffers while incomplete).
     sessions: ClientSessions,
     /// TLS state of each connection that has it (keys: unavoidable).
@@ -325,9 +324,7 @@ impl ClientShard {
             in_flight: InFlight::default(),
             partial: HashMap::new(),
             stats: ShardStats::default(),
-            connect_samples: Vec::new(),
-            handshake_samples: Vec::new(),
-            rtt_samples: Vec::new(),
+            samples: Batch::default(),
             sessions: ClientSessions::new(),
             tls: crate::engine::session::TlsTable::new(),
             tls_partial: HashMap::new(),
@@ -494,13 +491,13 @@ impl ClientShard {
             {
                 c.ping_out = false;
                 self.stats.pongs += 1;
-                self.rtt_samples.push(now.wrapping_sub(c.started_us).max(1));
+                self.samples.rtt.push(now.wrapping_sub(c.started_us).max(1));
             }
             return;
         }
         let mut part = self.partial.remove(&fd).unwrap_or_default();
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
-        let (mut pongs, samples) = (0, &mut self.rtt_samples);
+        let (mut pongs, samples) = (0, &mut self.samples.rtt);
         let bad = part.feed(data, |p| {
             pongs += 1;
             samples.push((now_ns.saturating_sub(p.sent_ns) / 1000).clamp(1, u64::from(u32::MAX)) as u32);
@@ -547,6 +544,7 @@ impl ClientShard {
                 matches!(c.state, CONNECTING | HANDSHAKING | TLS_HANDSHAKING) && c.started_us == started
             })
         });
+        self.in_flight.release_if_empty();
         for fd in expired {
             match self.conns.get(fd) {
                 Some(c) if c.state == HANDSHAKING || c.state == TLS_HANDSHAKING => {
@@ -695,27 +693,7 @@ impl Handler for ClientShard {
     }
 
     fn publish_extra(&mut self, ctl: &ShardCtl) {
-        if self.connect_samples.is_empty() && self.rtt_samples.is_empty() && self.handshake_samples.is_empty() {
-            return;
-        }
-        let (c, r, hs) = (&mut self.connect_samples, &mut self.rtt_samples, &mut self.handshake_samples);
-        ctl.with_hists(|h| {
-            for &v in c.iter() {
-                h.connect_us.saturating_record(u64::from(v));
-            }
-            if !hs.is_empty() {
-                let hist = h.handshake_us.get_or_insert_with(super::shard::new_hist);
-                for &v in hs.iter() {
-                    hist.saturating_record(u64::from(v));
-                }
-            }
-            for &v in r.iter() {
-                h.rtt_us.saturating_record(u64::from(v));
-            }
-        });
-        c.clear();
-        r.clear();
-        hs.clear();
+        ctl.put_samples(&mut self.samples);
     }
 }
 

@@ -12,6 +12,7 @@
 //! | [`book`] | pure client bookkeeping: claims, pacing, reconnect budget, connect expiry |
 //! | [`client`] | the client handler and its supervisor API |
 //! | [`session`] | the protocol layer of client connections: drives [`crate::proto`]'s machines |
+//! | [`samples`] | latency samples handed from shards to the pool's one set of histograms |
 //! | [`sched`] | heartbeat round-robin with a rate budget |
 //! | [`table`], [`frame`], [`gate`], [`stats`], [`sizing`] | per-fd records, ping frames, admission, counters, shard sizing |
 //!
@@ -49,6 +50,7 @@ pub mod elastic;
 pub mod frame;
 pub mod gate;
 pub mod reactor;
+pub mod samples;
 pub mod sched;
 pub mod session;
 pub mod shard;

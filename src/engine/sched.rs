@@ -16,6 +16,9 @@ pub struct RoundRobin {
     cursor: usize,
 }
 
+/// The most backlog a late shard makes up at once.
+pub const BACKLOG: Duration = Duration::from_millis(100);
+
 impl RoundRobin {
     /// Visits `rate_per_s` connections per second in total.
     pub fn new(rate_per_s: f64) -> RoundRobin {
@@ -23,7 +26,12 @@ impl RoundRobin {
     }
 
     /// Changes the rate (a shard's share follows the connections it holds).
+    /// A rate that starts (from zero) earns from now on: the time it was
+    /// zero is no backlog.
     pub fn set_rate(&mut self, rate_per_s: f64) {
+        if self.rate_per_s <= 0.0 {
+            self.tokens = 0.0;
+        }
         self.rate_per_s = rate_per_s.max(0.0);
     }
 
@@ -36,9 +44,12 @@ impl RoundRobin {
     }
 
     /// Adds the budget earned over `elapsed` and returns how many visits are
-    /// due now. The budget carries over at most one second of backlog.
+    /// due now. The budget carries over at most [`BACKLOG`] of visits: a
+    /// shard that was late sends a few more, not a burst that would queue
+    /// behind itself and measure its own queue as round-trip time.
     pub fn earn(&mut self, elapsed: Duration) -> usize {
-        self.tokens = (self.tokens + self.rate_per_s * elapsed.as_secs_f64()).min(self.rate_per_s.max(1.0));
+        let cap = (self.rate_per_s * BACKLOG.as_secs_f64()).max(1.0);
+        self.tokens = (self.tokens + self.rate_per_s * elapsed.as_secs_f64()).min(cap);
         let due = self.tokens.floor();
         self.tokens -= due;
         due as usize
@@ -81,9 +92,9 @@ mod tests {
 
     #[test]
     fn budget_and_cursor() {
-        let mut rr = RoundRobin::new(10.0);
-        assert_eq!(rr.earn(Duration::from_millis(250)), 2);
-        assert_eq!(rr.earn(Duration::from_millis(250)), 3); // 0.5 carried
+        let mut rr = RoundRobin::new(100.0);
+        assert_eq!(rr.earn(Duration::from_millis(25)), 2);
+        assert_eq!(rr.earn(Duration::from_millis(25)), 3); // 0.5 carried
         let open = [true, false, true, true];
         let mut seen = vec![];
         assert_eq!(rr.visit(2, 4, |i| open[i], |i| seen.push(i)), 2);
@@ -91,11 +102,24 @@ mod tests {
         assert_eq!(seen, vec![0, 2, 3, 0]);
         // An empty table: one lap, no visit.
         assert_eq!(rr.visit(5, 4, |_| false, |_| ()), 0);
-        // The backlog is capped at one second.
+        // The backlog is capped at 100 ms of visits.
         assert_eq!(rr.earn(Duration::from_secs(100)), 10);
         // The next visit is due when one token has been earned.
-        assert_eq!(rr.until_due(), Some(Duration::from_millis(100)));
+        assert_eq!(rr.until_due(), Some(Duration::from_millis(10)));
         rr.set_rate(0.0);
         assert_eq!(rr.until_due(), None);
+    }
+
+    #[test]
+    fn a_rate_that_starts_has_no_backlog() {
+        // Regression: heartbeats starting after a long ramp sent a second's
+        // worth at once, and the first second's round trips measured that
+        // burst's own queue (p50 117 ms against 0.1 ms after).
+        let mut rr = RoundRobin::new(0.0);
+        assert_eq!(rr.earn(Duration::from_secs(30)), 0);
+        rr.set_rate(10_000.0);
+        assert_eq!(rr.earn(Duration::from_millis(20)), 200);
+        let mut late = RoundRobin::new(10_000.0);
+        assert_eq!(late.earn(Duration::from_secs(30)), 1_000, "at most 100 ms of backlog");
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::reactor::{self, Handler};
+use super::samples::{Batch, Hists, Pending};
 use super::stats::ShardStats;
 use crate::error::{Error, Result};
 use crate::sys::epoll::{self, Epoll, EventFd};
@@ -84,7 +85,9 @@ pub struct ShardCtl {
     bell: EventFd,
     mail: Mutex<Vec<Mail>>,
     stats: Mutex<ShardStats>,
-    hists: Mutex<Hists>,
+    /// Latency samples handed over and not yet taken (see
+    /// [`samples`](super::samples)).
+    pending: Mutex<Pending>,
     /// An errno that ended the loop (0: none).
     failed: AtomicI32,
     notify: Arc<Notify>,
@@ -98,7 +101,7 @@ impl ShardCtl {
             bell: EventFd::new()?,
             mail: Mutex::new(Vec::new()),
             stats: Mutex::new(ShardStats::default()),
-            hists: Mutex::new(Hists::new()),
+            pending: Mutex::new(Pending::default()),
             failed: AtomicI32::new(0),
             notify,
         })
@@ -147,9 +150,15 @@ impl ShardCtl {
         self.notify.poke();
     }
 
-    /// Runs `f` on the shard's published histograms.
-    pub fn with_hists<R>(&self, f: impl FnOnce(&mut Hists) -> R) -> R {
-        f(&mut lock(&self.hists))
+    /// Hands over a batch of latency samples (leaving `b` empty).
+    pub fn put_samples(&self, b: &mut Batch) {
+        if !b.is_empty() {
+            lock(&self.pending).put(b);
+        }
+    }
+
+    fn drain_samples(&self, into: &mut Hists) {
+        lock(&self.pending).drain_into(into);
     }
 
     /// The counters last published.
@@ -172,50 +181,6 @@ impl ShardCtl {
     }
 }
 
-/// Latency histograms of a client shard, in microseconds.
-#[derive(Debug, Clone)]
-pub struct Hists {
-    /// Connect latency (SYN sent to established).
-    pub connect_us: Histogram<u32>,
-    /// Ping round-trip time.
-    pub rtt_us: Histogram<u32>,
-    /// Protocol handshake (TCP connected to the handshake done); made on
-    /// the first sample, so a bare TCP run pays nothing for it.
-    pub handshake_us: Option<Histogram<u32>>,
-}
-
-impl Hists {
-    /// Empty histograms, 1 us to 100 s, 3 significant figures.
-    pub fn new() -> Hists {
-        Hists { connect_us: new_hist(), rtt_us: new_hist(), handshake_us: None }
-    }
-
-    /// Adds another shard's histograms.
-    pub fn merge(&mut self, o: &Hists) {
-        let _ = self.connect_us.add(&o.connect_us);
-        let _ = self.rtt_us.add(&o.rtt_us);
-        if let Some(o) = &o.handshake_us {
-            let _ = self.handshake_us.get_or_insert_with(new_hist).add(o);
-        }
-    }
-}
-
-impl Default for Hists {
-    fn default() -> Self {
-        Hists::new()
-    }
-}
-
-/// Longest latency a histogram tells apart (100 s); longer ones count as this.
-pub const HIST_MAX_US: u64 = 100_000_000;
-
-/// A histogram of microseconds from 1 us to 100 s with 3 significant
-/// figures and 32-bit counts: about 72 KiB, kept once per client shard.
-#[allow(clippy::expect_used)] // The bounds are constants that satisfy new_with_bounds.
-pub fn new_hist() -> Histogram<u32> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds are valid")
-}
-
 /// Makes a shard's handler, on the shard's thread, inside its private fd
 /// table: `(shard index, its epoll)`.
 pub type Factory<H> = dyn Fn(usize, &Epoll) -> Result<H> + Send + Sync;
@@ -233,7 +198,9 @@ pub struct Pool<H: Handler + 'static> {
     threads: Vec<Option<JoinHandle<()>>>,
     /// The last counters of shards already retired (their threads are gone).
     retired: ShardStats,
-    retired_hists: Hists,
+    /// The latency histograms of the whole pool: samples go into them
+    /// when the supervisor reads them.
+    hists: Mutex<Hists>,
     /// Loop failures of shards already retired.
     retired_failures: Vec<(usize, i32)>,
 }
@@ -259,7 +226,7 @@ impl<H: Handler + 'static> Pool<H> {
             ctls: Vec::new(),
             threads: Vec::new(),
             retired: ShardStats::default(),
-            retired_hists: Hists::new(),
+            hists: Mutex::new(Hists::new()),
             retired_failures: Vec::new(),
         };
         for _ in 0..n {
@@ -371,25 +338,24 @@ impl<H: Handler + 'static> Pool<H> {
         t
     }
 
-    /// Histograms merged over every shard.
-    pub fn hists(&self) -> Hists {
-        let mut h = self.retired_hists.clone();
+    /// Moves every shard's waiting samples into the pool's histograms.
+    fn collect(&self) -> MutexGuard<'_, Hists> {
+        let mut h = lock(&self.hists);
         for c in self.ctls.iter().flatten() {
-            c.with_hists(|s| h.merge(s));
+            c.drain_samples(&mut h);
         }
         h
     }
 
-    /// The round-trip histogram merged over every shard (the per-second
-    /// sample needs only this one, not the connect histogram too).
+    /// The pool's histograms, every sample handed over so far included.
+    pub fn hists(&self) -> Hists {
+        self.collect().clone()
+    }
+
+    /// The round-trip histogram so far (the per-second sample needs only
+    /// this one).
     pub fn rtt_hist(&self) -> Histogram<u32> {
-        let mut h = self.retired_hists.rtt_us.clone();
-        for c in self.ctls.iter().flatten() {
-            c.with_hists(|s| {
-                let _ = h.add(&s.rtt_us);
-            });
-        }
-        h
+        self.collect().rtt_us.clone()
     }
 
     /// Waits up to `limit` for any shard to publish, then returns the totals.
@@ -419,8 +385,7 @@ impl<H: Handler + 'static> Pool<H> {
             let _ = t.join();
             let Some(c) = &self.ctls[i] else { return };
             self.retired.merge(&c.stats());
-            c.with_hists(|h| self.retired_hists.merge(h));
-            c.with_hists(|h| *h = Hists::new());
+            c.drain_samples(&mut lock(&self.hists));
         }
     }
 

@@ -11,7 +11,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use hdrhistogram::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::shard::Hists;
+use crate::engine::samples::Hists;
 use crate::error::Error;
 
 /// The histograms of a run, V2-serialized and base64-encoded.
@@ -56,7 +56,7 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::shard::new_hist;
+    use crate::engine::samples::new_hist;
 
     #[test]
     fn round_trip_keeps_every_bucket() {
@@ -65,7 +65,7 @@ mod tests {
         for _ in 0..50_000 {
             h.saturating_record(1 + next() % 2_000_000);
         }
-        h.saturating_record(crate::engine::shard::HIST_MAX_US);
+        h.saturating_record(crate::engine::samples::HIST_MAX_US);
         let back = decode(&encode(&h).unwrap()).unwrap();
         assert_eq!(back.len(), h.len());
         assert_eq!((back.min(), back.max()), (h.min(), h.max()));

@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn percentiles_of_a_histogram() {
-        let mut h = crate::engine::shard::new_hist();
+        let mut h = crate::engine::samples::new_hist();
         assert_eq!(Percentiles::of(&h), Percentiles::default());
         for v in 1..=1000u64 {
             h.saturating_record(v);

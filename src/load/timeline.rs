@@ -294,7 +294,7 @@ impl Recorder {
     /// trips, `server_shards` running.
     pub fn tick_server(&mut self, now: Instant, t: &ShardStats, server_shards: usize) -> Option<Sample> {
         self.shards.server = Some(server_shards);
-        self.tick(now, t, 0, crate::engine::shard::new_hist)
+        self.tick(now, t, 0, crate::engine::samples::new_hist)
     }
 
     /// The timeline of the run.

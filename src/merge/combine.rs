@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 
 use super::input::Part;
 use super::report::{AgentRow, ErrnoTotal, MergeReport, MergedSample};
-use crate::engine::shard::HIST_MAX_US;
+use crate::engine::samples::HIST_MAX_US;
 use crate::error::Error;
 use crate::load::agent::WholePlan;
 use crate::load::explain::explain;

@@ -5,7 +5,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::engine::shard::new_hist;
+use crate::engine::samples::new_hist;
 use crate::merge::input::parse;
 
 const T0: u64 = 1_893_553_445_000;

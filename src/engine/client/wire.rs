@@ -21,7 +21,7 @@ impl ClientShard {
         let now = self.now_us();
         let Some(c) = self.conns.get_mut(fd) else { return };
         let took = now.wrapping_sub(c.started_us);
-        self.connect_samples.push(took.max(1));
+        self.samples.connect.push(took.max(1));
         if self.shared.proto == ClientSpec::Tcp && self.shared.tls.is_none() {
             c.state = ESTABLISHED;
             self.stats.connecting -= 1;
@@ -80,7 +80,7 @@ impl ClientShard {
             return;
         }
         c.state = ESTABLISHED;
-        self.handshake_samples.push(now.wrapping_sub(c.started_us).max(1));
+        self.samples.handshake.push(now.wrapping_sub(c.started_us).max(1));
         self.stats.connecting -= 1;
         self.stats.opened += 1;
         self.stats.open += 1;
@@ -204,7 +204,7 @@ impl ClientShard {
                     // Keepalives during the ramp time the ramp, not a
                     // heartbeat among held connections.
                     if self.shared.heartbeats.load(Ordering::Relaxed) {
-                        self.rtt_samples.push(us.clamp(1, u64::from(u32::MAX)) as u32);
+                        self.samples.rtt.push(us.clamp(1, u64::from(u32::MAX)) as u32);
                     }
                 }
                 Event::PeerClose | Event::Closed if self.stopping => {
