@@ -13,7 +13,10 @@
 //! - `tcpmax serve --max-conns COUNT` (shards sized up front) the same way;
 //! - nginx idle (`daemon off; worker_processes auto;`), and nginx holding
 //!   the same idle connections with enough worker processes for them (one
-//!   worker is one fd table).
+//!   worker is one fd table); then the time it takes to stop on SIGTERM
+//!   (its fast shutdown) while it holds them. Closing that many sockets is
+//!   the kernel's work in both servers: the two stop times side by side
+//!   show what any server pays.
 //!
 //! The goal: `serve` idle runs at most cores + 2 threads and uses at most
 //! 0.1% of one core over the window; holding the connections, the same CPU
@@ -456,7 +459,7 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn run_nginx(nginx: &Path, count: u64, window: Duration) -> Result<(Value, Value), String> {
+fn run_nginx(nginx: &Path, count: u64, window: Duration) -> Result<(Value, Value, Value), String> {
     let idle_server = Nginx::start(nginx, "auto", 19_900)?;
     let command = format!("nginx -c nginx.conf (worker_processes auto; {} workers)", idle_server.workers.len());
     std::thread::sleep(SETTLE);
@@ -490,9 +493,23 @@ fn run_nginx(nginx: &Path, count: u64, window: Duration) -> Result<(Value, Value
             "note": format!("{workers} worker processes of 19,900 connections each: one worker is one fd table of 20,000 here"),
         }),
     );
+    // Fast shutdown (SIGTERM), as serve gets SIGINT: the master ends its
+    // workers, whose exit closes what they hold, then exits itself.
+    let mut server = server;
+    let sent = Instant::now();
+    signal("-TERM", server.master.0.id());
+    let status = server.master.0.wait().map_err(|e| e.to_string())?;
+    let took = sent.elapsed();
+    eprintln!("nginx holding {count} stopped {took:?} after SIGTERM ({status})");
+    let stop = json!({
+        "command": format!("nginx -c nginx.conf (worker_processes {workers}), SIGTERM"),
+        "connections": count - queued.min(count),
+        "signal_to_exit_seconds": took.as_secs_f64(),
+        "exit_code": status.code(),
+    });
     drop(load);
     drop(server);
-    Ok((idle, holding))
+    Ok((idle, holding, stop))
 }
 
 fn main() -> Result<(), String> {
@@ -507,12 +524,14 @@ fn main() -> Result<(), String> {
     let (serve_runs, serve_stops) = run_serve(count, window)?;
     let version =
         Command::new(&nginx).arg("-v").output().map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string());
-    let (nginx_runs, nginx_note) = match &version {
+    let (nginx_runs, nginx_stop, nginx_note) = match &version {
         Ok(_) => {
-            let (idle, holding) = run_nginx(&nginx, count, window)?;
-            (vec![idle, holding], None)
+            let (idle, holding, stop) = run_nginx(&nginx, count, window)?;
+            (vec![idle, holding], Some(stop), None)
         }
-        Err(e) => (vec![], Some(format!("{}: {e}; install nginx (Debian: nginx-light) to compare", nginx.display()))),
+        Err(e) => {
+            (vec![], None, Some(format!("{}: {e}; install nginx (Debian: nginx-light) to compare", nginx.display())))
+        }
     };
     let share = |v: &Value| v["cpu_share_of_one_core"].as_f64().unwrap_or(f64::MAX);
     let all_held = |v: &Value| v["established_but_never_accepted"].as_u64() == Some(0);
@@ -536,6 +555,7 @@ fn main() -> Result<(), String> {
         "goal": goal,
         "runs": runs,
         "serve_stop_holding": serve_stops,
+        "nginx_stop_holding": nginx_stop,
         "nginx_version": version.ok(),
         "nginx_note": nginx_note,
         "commit": env!("TCPMAX_COMMIT"),

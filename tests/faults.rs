@@ -388,6 +388,28 @@ fn sigint_mid_ramp_stops_bench_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn a_stop_holding_many_says_it_is_closing_them_and_times_the_teardown() {
+    let _one = one_at_a_time();
+    let json = std::env::temp_dir().join(format!("tcpmax-faults-teardown-{}.json", std::process::id()));
+    let mut srv = Serve::start_elastic(&["--max-conns", "30k", "--json", json.to_str().unwrap()]);
+    let load = Load::start(srv.addr, "20k", &[]);
+    load.until_established(20_000);
+    srv.until_conns(20_000);
+    let stopped = srv.stop_within("-INT", LIMIT);
+    assert_eq!(stopped.status.code(), Some(130), "{:?}", stopped.status);
+    // Closing many connections is the kernel's work, of seconds at a
+    // million: serve says so at once on stderr, then times it.
+    srv.until("the teardown announcement", |l| l.contains("closing 20,000 connections"));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    validate("serve", &r);
+    assert_eq!(n(&r, "/totals/held_at_stop"), 20_000);
+    let teardown = r["teardown_seconds"].as_f64().unwrap();
+    assert!(teardown > 0.0 && teardown <= stopped.took.as_secs_f64(), "{teardown} s of {:?}", stopped.took);
+    let _ = std::fs::remove_file(&json);
+    drop(load);
+}
+
+#[test]
 fn a_second_sigint_during_a_slow_teardown_exits_at_once() {
     let _one = one_at_a_time();
     // Shards sized up front for the 50,000 (see the note on the elastic

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::book::{Claim, InFlight, Work, WorkState};
 use super::elastic::Policy;
 use super::frame::{self, Partial, Ping};
-use super::reactor::{Handler, Turn};
+use super::reactor::{CLOSE_REPORT_EVERY, Handler, Turn};
 use super::samples::{Batch, Hists};
 use super::sched::RoundRobin;
 use super::session::ClientSessions;
@@ -666,13 +666,17 @@ impl Handler for ClientShard {
         turn
     }
 
-    fn on_stop(&mut self, epoll: &Epoll) {
+    fn on_stop(&mut self, epoll: &Epoll, left: &dyn Fn(u64)) {
         let established = |c: &Conn| c.state == ESTABLISHED;
         let held = self.conns.open_fds().into_iter().filter(|&fd| self.conns.get(fd).is_some_and(established)).count();
         if self.shared.proto != ClientSpec::Tcp {
             self.say_goodbye(epoll);
         }
-        for fd in self.conns.open_fds() {
+        let fds = self.conns.open_fds();
+        for (i, &fd) in fds.iter().enumerate() {
+            if i % CLOSE_REPORT_EVERY == 0 {
+                left((fds.len() - i) as u64);
+            }
             // With --close rst, SO_LINGER 0 was set when the socket was made.
             net::close(fd);
             self.conns.remove(fd);

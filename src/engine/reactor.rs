@@ -60,6 +60,9 @@ impl Turn {
     }
 }
 
+/// A handler reports what is left to close after this many closes.
+pub const CLOSE_REPORT_EVERY: usize = 4096;
+
 /// One side of the engine: the server or the client.
 pub trait Handler {
     /// A readiness event on one of the handler's descriptors.
@@ -68,8 +71,10 @@ pub trait Handler {
     fn on_mail(&mut self, epoll: &Epoll, mail: Mail);
     /// After each batch: do timed work, say what is needed next.
     fn on_turn(&mut self, epoll: &Epoll, now: Instant) -> Turn;
-    /// The stop: take in what is pending, then close everything.
-    fn on_stop(&mut self, epoll: &Epoll);
+    /// The stop: take in what is pending, then close everything, telling
+    /// `left` now and then how many connections remain to close (closing a
+    /// million is seconds of kernel work, and the supervisor shows it).
+    fn on_stop(&mut self, epoll: &Epoll, left: &dyn Fn(u64));
     /// The counters to publish.
     fn stats(&self) -> &ShardStats;
     /// Publishes anything beyond the counters (histograms); called with the
@@ -119,7 +124,7 @@ pub fn run<H: Handler>(ctl: &ShardCtl, epoll: &Epoll, handler: &mut H) {
             break;
         }
     }
-    handler.on_stop(epoll);
+    handler.on_stop(epoll, &|n| ctl.set_closing(n));
     ctl.publish(handler.stats());
     handler.publish_extra(ctl);
     ctl.mark_stopped();

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -76,6 +76,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+const NOT_CLOSING: u64 = u64::MAX;
+
+/// How often a stopping pool looks whether its shards are done.
+const STOP_LOOK: Duration = Duration::from_millis(20);
+
 /// Control block shared by the supervisor and one shard: stop flag, doorbell,
 /// mailbox, and what the shard last published.
 #[derive(Debug)]
@@ -88,6 +93,8 @@ pub struct ShardCtl {
     /// Latency samples handed over and not yet taken (see
     /// [`samples`](super::samples)).
     pending: Mutex<Pending>,
+    /// Connections left to close once the stop began (`NOT_CLOSING` before).
+    closing: AtomicU64,
     /// An errno that ended the loop (0: none).
     failed: AtomicI32,
     notify: Arc<Notify>,
@@ -102,6 +109,7 @@ impl ShardCtl {
             mail: Mutex::new(Vec::new()),
             stats: Mutex::new(ShardStats::default()),
             pending: Mutex::new(Pending::default()),
+            closing: AtomicU64::new(NOT_CLOSING),
             failed: AtomicI32::new(0),
             notify,
         })
@@ -164,6 +172,24 @@ impl ShardCtl {
     /// The counters last published.
     pub fn stats(&self) -> ShardStats {
         lock(&self.stats).clone()
+    }
+
+    /// The shard's stop has `n` connections left to close.
+    pub(crate) fn set_closing(&self, n: u64) {
+        self.closing.store(n, Ordering::Relaxed);
+        self.notify.poke();
+    }
+
+    /// Connections this shard still has to close: what it said during its
+    /// stop, or what it last published before that; 0 once stopped.
+    pub fn left_to_close(&self) -> u64 {
+        if self.is_stopped() {
+            return 0;
+        }
+        match self.closing.load(Ordering::Relaxed) {
+            NOT_CLOSING => lock(&self.stats).open,
+            n => n,
+        }
     }
 
     pub(crate) fn fail(&self, errno: i32) {
@@ -391,13 +417,38 @@ impl<H: Handler + 'static> Pool<H> {
 
     /// Asks every shard to stop, joins them, and returns the final totals.
     pub fn stop(&mut self) -> ShardStats {
+        self.stop_watching(Duration::MAX, |_| {})
+    }
+
+    /// Asks every shard to stop; while they close what they hold, calls
+    /// `progress` with the connections left to close every `every`; then
+    /// joins them and returns the final totals.
+    pub fn stop_watching(&mut self, every: Duration, mut progress: impl FnMut(u64)) -> ShardStats {
         for c in self.ctls.iter().flatten() {
             c.request_stop();
+        }
+        let mut next = Instant::now().checked_add(every);
+        while self.ctls.iter().flatten().any(|c| !c.is_stopped()) {
+            // Short waits: a shard that stops between the check and the wait
+            // may not wake this one (pokes skip a supervisor not waiting).
+            let wait = next.map_or(STOP_LOOK, |n| n.saturating_duration_since(Instant::now()));
+            self.notify.wait(wait.min(STOP_LOOK));
+            if let Some(n) = next
+                && Instant::now() >= n
+            {
+                progress(self.left_to_close());
+                next = n.checked_add(every);
+            }
         }
         for i in 0..self.threads.len() {
             self.join(i);
         }
         self.retired.clone()
+    }
+
+    /// Connections the shards still hold or have left to close.
+    pub fn left_to_close(&self) -> u64 {
+        self.ctls.iter().flatten().map(|c| c.left_to_close()).sum()
     }
 
     /// Asks every shard to stop without waiting (a second signal may exit

@@ -126,6 +126,9 @@ pub struct Summary {
     pub seconds: f64,
     /// Most connections open at once (as sampled each second).
     pub peak_open: u64,
+    /// From the stop to every connection closed (the kernel's work, which
+    /// grows with the connections held).
+    pub teardown_seconds: f64,
     /// What ended the run: `SIGINT`, `SIGTERM` or `duration`.
     pub stopped_by: &'static str,
     /// Counters at the end.
@@ -176,6 +179,9 @@ pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
 /// once a second at rest.
 const BUSY_LOOK: Duration = Duration::from_millis(100);
 const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// Holding at least this many at the stop, serve says it is closing them
+/// and shows how many are left (below, the stop takes milliseconds).
+const ANNOUNCE_TEARDOWN: u64 = 10_000;
 
 /// Runs `tcpmax serve` until SIGINT/SIGTERM or `--duration`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -216,6 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let tty = output::stderr_is_tty();
     let started = Instant::now();
     let mut peak = 0;
+    let mut last_open;
     let mut last = (Instant::now(), 0u64, u64::MAX);
     let mut timeline = crate::load::timeline::Recorder::start(started, 0);
     let mut next_status = Instant::now();
@@ -228,6 +235,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("serve: {w}");
         }
         peak = peak.max(t.open);
+        last_open = t.open;
         timeline.tick_server(Instant::now(), &t, server.shards());
         let now = Instant::now();
         if now >= next_status {
@@ -262,7 +270,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let per_shard = plan.per_shard;
     let shards = server.peak_shards();
     let listen = server.local_addrs().to_vec();
-    let totals = server.shutdown();
+    let stop_began = Instant::now();
+    let held = last_open;
+    if held >= ANNOUNCE_TEARDOWN {
+        let by = match signal {
+            Some(crate::sys::process::SIGINT) => "SIGINT",
+            Some(_) => "SIGTERM",
+            None => "the duration",
+        };
+        eprintln!(
+            "serve: stopping ({by}): closing {} connections, the kernel's work; a second signal exits at once",
+            group(held)
+        );
+    }
+    let totals = server.shutdown_watching(IDLE_LOOK, |left| {
+        if live && held >= ANNOUNCE_TEARDOWN {
+            output::live_line(&format!("closing: {} of {} connections left", group(left), group(held)), tty);
+        }
+    });
+    if tty && live && held >= ANNOUNCE_TEARDOWN {
+        eprintln!();
+    }
+    let teardown_seconds = stop_began.elapsed().as_secs_f64();
     let summary = Summary {
         listen,
         mode: args.mode,
@@ -270,6 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         per_shard,
         seconds: started.elapsed().as_secs_f64(),
         peak_open: peak.max(totals.held_at_stop),
+        teardown_seconds,
         stopped_by: match signal {
             Some(crate::sys::process::SIGINT) => "SIGINT",
             Some(_) => "SIGTERM",
@@ -340,6 +370,7 @@ fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         writeln!(w, "  udp datagrams       {}", group(t.udp_datagrams))?;
     }
     writeln!(w, "  errors              {}", t.errors.summary())?;
+    writeln!(w, "  teardown            {:.1}s ({} held at the stop)", s.teardown_seconds, group(t.held_at_stop))?;
     let h = &s.headroom;
     let label = format!("memory ({})", h.basis.name());
     writeln!(

@@ -250,8 +250,14 @@ impl Server {
 
     /// Stops accepting, resets every connection, joins every shard and
     /// returns the final counters.
-    pub fn shutdown(mut self) -> ShardStats {
-        self.pool.stop()
+    pub fn shutdown(self) -> ShardStats {
+        self.shutdown_watching(std::time::Duration::MAX, |_| {})
+    }
+
+    /// Stops every shard; while they close what they hold, calls
+    /// `progress` with the connections left every `every`.
+    pub fn shutdown_watching(mut self, every: std::time::Duration, progress: impl FnMut(u64)) -> ShardStats {
+        self.pool.stop_watching(every, progress)
     }
 }
 

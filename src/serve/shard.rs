@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::Mode;
 use crate::engine::gate::{Admit, Gate};
-use crate::engine::reactor::{Handler, Turn};
+use crate::engine::reactor::{CLOSE_REPORT_EVERY, Handler, Turn};
 use crate::engine::shard::Mail;
 use crate::engine::stats::ShardStats;
 use crate::engine::table::{ConnTable, Record};
@@ -631,12 +631,15 @@ impl Handler for Shard {
 
     /// Stop accepting first, then reset every connection: nothing lingers in
     /// TIME_WAIT after the server exits.
-    fn on_stop(&mut self, ep: &Epoll) {
+    fn on_stop(&mut self, ep: &Epoll, left: &dyn Fn(u64)) {
         self.listeners.clear();
         self.udp.clear();
         let fds = self.conns.open_fds();
         self.stats.held_at_stop = fds.len() as u64;
-        for fd in fds {
+        for (i, &fd) in fds.iter().enumerate() {
+            if i % CLOSE_REPORT_EVERY == 0 {
+                left((fds.len() - i) as u64);
+            }
             self.close_conn(ep, fd, true);
         }
         self.stats.open = 0;
