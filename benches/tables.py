@@ -165,8 +165,10 @@ def idle():
         print(f"| {x['name']} | {x['threads_max']} | {held} | {x['cpu_ticks']} | {x['cpu_share_of_one_core'] * 100:.3f}% | "
               f"{x['cpu_ns_schedstat'] / 1e6:.1f} ms | {g(x['context_switches'])} |")
     stops = ", ".join(f"{s['signal_to_exit_seconds']:.1f} s" for s in r["serve_stop_holding"])
+    nginx = r.get("nginx_stop_holding")
+    nginx_stop = f"; nginx, SIGTERM: {nginx['signal_to_exit_seconds']:.1f} s" if nginx else ""
     print(f"\nWindow {r['window_seconds']:.0f} s, {r['clock_ticks_per_second']} ticks a second. "
-          f"SIGINT to exit while holding: {stops}. {r['nginx_version'] or r['nginx_note']}. "
+          f"Signal to exit while holding: serve, SIGINT: {stops}{nginx_stop}. {r['nginx_version'] or r['nginx_note']}. "
           f"Machine: {machine_line(r['machine'])}.")
 
 

@@ -579,7 +579,10 @@ impl ClientShard {
             // each one in two thirds of it at least.
             rate = rate.max(self.stats.open as f64 * 1.5 / f64::from(self.keepalive_s()));
         }
-        self.pings.set_rate(rate);
+        // Heartbeats that start now have nothing to make up: a shard that
+        // slept through the end of the ramp would otherwise send its whole
+        // backlog at once and time its own queue.
+        let elapsed = if self.pings.set_rate(rate) { Duration::ZERO } else { elapsed };
         let due = self.pings.earn(elapsed);
         if due > 0 && self.stats.open > 0 {
             self.send_pings(due);

@@ -27,12 +27,15 @@ impl RoundRobin {
 
     /// Changes the rate (a shard's share follows the connections it holds).
     /// A rate that starts (from zero) earns from now on: the time it was
-    /// zero is no backlog.
-    pub fn set_rate(&mut self, rate_per_s: f64) {
-        if self.rate_per_s <= 0.0 {
+    /// zero is no backlog. Returns true when the rate starts, so that the
+    /// caller counts the time to its next [`earn`](Self::earn) from now.
+    pub fn set_rate(&mut self, rate_per_s: f64) -> bool {
+        let starts = self.rate_per_s <= 0.0 && rate_per_s > 0.0;
+        if starts {
             self.tokens = 0.0;
         }
         self.rate_per_s = rate_per_s.max(0.0);
+        starts
     }
 
     /// How long until at least one visit is due, or None at a zero rate.
@@ -106,7 +109,7 @@ mod tests {
         assert_eq!(rr.earn(Duration::from_secs(100)), 10);
         // The next visit is due when one token has been earned.
         assert_eq!(rr.until_due(), Some(Duration::from_millis(10)));
-        rr.set_rate(0.0);
+        assert!(!rr.set_rate(0.0));
         assert_eq!(rr.until_due(), None);
     }
 
@@ -117,7 +120,8 @@ mod tests {
         // burst's own queue (p50 117 ms against 0.1 ms after).
         let mut rr = RoundRobin::new(0.0);
         assert_eq!(rr.earn(Duration::from_secs(30)), 0);
-        rr.set_rate(10_000.0);
+        assert!(rr.set_rate(10_000.0), "the rate starts");
+        assert!(!rr.set_rate(10_000.0), "and then runs");
         assert_eq!(rr.earn(Duration::from_millis(20)), 200);
         let mut late = RoundRobin::new(10_000.0);
         assert_eq!(late.earn(Duration::from_secs(30)), 1_000, "at most 100 ms of backlog");
