@@ -194,6 +194,7 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
                 server_open.set(server.poll().open);
                 fs.meminfo().ok().and_then(|m| guard::check(&m))
             },
+            peer_holds: &mut |held| server_open.get() >= held,
             at_peak: &mut |_t: &ShardStats| {
                 let (slab, free) = machine::kernel_memory().unwrap_or((slab0, free0));
                 peak = Peak { rss: machine::rss_anon(std::process::id()).unwrap_or(0), slab, free };

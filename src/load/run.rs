@@ -277,7 +277,17 @@ pub struct Hooks<'a> {
     pub guard: &'a mut dyn FnMut() -> Option<String>,
     /// Called once when the hold ends, before teardown: the peak.
     pub at_peak: &'a mut dyn FnMut(&ShardStats),
+    /// Once every connection was attempted: true when the other end holds
+    /// the `n` connections established too (bench sees its server; a load
+    /// cannot see its server and says true). The ramp ends, and heartbeats
+    /// start, only then: a server still accepting the last connections of
+    /// the ramp would delay the first heartbeats.
+    pub peer_holds: &'a mut dyn FnMut(u64) -> bool,
 }
+
+/// The longest the ramp's end waits for the other end to hold what this one
+/// does (a server that refused or lost some never will).
+const PEER_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the supervisor looks at the shards' counters at most (it wakes
 /// sooner when a shard publishes).
@@ -288,13 +298,14 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// ([`interrupt`](crate::interrupt)) ends it early. What was measured is
 /// always returned, also when the run is stopped early.
 pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
-    let Hooks { tick, guard, at_peak } = hooks;
+    let Hooks { tick, guard, at_peak, peer_holds } = hooks;
     let count = load.client.count;
     let started = Instant::now();
     let mut client = Client::start_with(&load.client, &load.proto, load.tls.as_ref())?;
     let mut timeline = Recorder::start(started, load.client.shards);
     let (mut peak, mut rss, mut peak_shards) = (0u64, 0u64, client.shards());
     let mut ramp_end: Option<Instant> = None;
+    let mut attempted_at: Option<Instant> = None;
     let mut interrupted = false;
     let mut stopped_by: Option<String> = None;
     let mut ended_early: Option<String> = None;
@@ -315,7 +326,15 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
             stopped_by = Some(reason);
         }
         let attempted = t.opened + t.failed >= count || stopped_by.is_some();
-        if ramp_end.is_none() && attempted && t.connecting == 0 {
+        if attempted && t.connecting == 0 {
+            attempted_at.get_or_insert(now);
+        }
+        let waited = attempted_at.is_some_and(|a| now.duration_since(a) >= PEER_WAIT);
+        if ramp_end.is_none()
+            && attempted
+            && t.connecting == 0
+            && (stopped_by.is_some() || waited || peer_holds(t.open))
+        {
             ramp_end = Some(now);
             // What the handshakes freed goes back to the kernel (at rest,
             // RSS is what the connections hold), before the heartbeats: the
@@ -455,6 +474,7 @@ pub fn run(cmd: CommandLine) -> anyhow::Result<ExitCode> {
             },
             guard: &mut || None,
             at_peak: &mut |_| {},
+            peer_holds: &mut |_| true,
         },
     )?;
     if tty {
