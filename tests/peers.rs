@@ -39,6 +39,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+impl Peer {
+    /// Starts `cmd` (output discarded) and waits until it listens on
+    /// 127.0.0.1:`port`.
+    fn listening(cmd: &mut Command, port: u16) -> (Peer, SocketAddr) {
+        let mut peer = Peer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr, &mut peer);
+        (peer, addr)
+    }
+}
+
 /// Waits until `addr` accepts TCP connections.
 fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -94,18 +105,13 @@ fn load_tls_against_openssl_s_server() {
     let dir = temp_dir("s_server");
     let (cert, key) = openssl_cert(&dir);
     let port = free_port();
-    let mut peer = Peer(
+    let (_peer, addr) = Peer::listening(
         Command::new("openssl")
             .args(["s_server", "-rev", "-quiet", "-tls1_3", "-accept", &format!("127.0.0.1:{port}")])
             .args(["-cert", &cert, "-key", &key])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stdin(Stdio::piped()),
+        port,
     );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr, &mut peer);
     // s_server serves one connection at a time; -rev sends each line back
     // reversed, so the messages cross the record layer both ways.
     let r = load_json(&[
@@ -186,21 +192,16 @@ fn load_tls_against_nginx() {
         ),
     )
     .unwrap();
-    let mut peer = Peer(
+    let (_peer, addr) = Peer::listening(
         Command::new("nginx")
             .arg("-c")
             .arg(&conf)
             .arg("-p")
             .arg(&dir)
             // One process: killing it leaves no worker behind.
-            .args(["-g", "daemon off; master_process off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["-g", "daemon off; master_process off;"]),
+        port,
     );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr, &mut peer);
     let r = load_json(&[
         "load",
         &addr.to_string(),
@@ -238,16 +239,7 @@ fn load_ws_against_python_websockets() {
         return;
     }
     let port = free_port();
-    let mut peer = Peer(
-        Command::new("python3")
-            .args(["-c", WS_SERVER, &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr, &mut peer);
+    let (_peer, addr) = Peer::listening(Command::new("python3").args(["-c", WS_SERVER, &port.to_string()]), port);
     let r = load_json(&[
         "load",
         &addr.to_string(),
@@ -317,10 +309,7 @@ fn load_mqtt_against_mosquitto() {
     )
     .unwrap();
     let bin = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
-    let mut peer =
-        Peer(Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr, &mut peer);
+    let (_peer, addr) = Peer::listening(Command::new(bin).arg("-c").arg(&conf), port);
     let r = load_json(&[
         "load",
         &addr.to_string(),
