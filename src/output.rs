@@ -135,6 +135,20 @@ pub fn live_line(line: &str, tty: bool) {
     }
 }
 
+/// Holding at least this many at the stop, the teardown is shown: below,
+/// it takes milliseconds.
+pub const SHOW_TEARDOWN: u64 = 10_000;
+
+/// The teardown's progress line (nothing below [`SHOW_TEARDOWN`]).
+pub fn closing_line(left: u64, held: u64, tty: bool) {
+    if held >= SHOW_TEARDOWN {
+        live_line(
+            &format!("closing: {} of {} connections left", crate::units::group(left), crate::units::group(held)),
+            tty,
+        );
+    }
+}
+
 /// True when the error chain ends in a broken pipe (`tcpmax doctor | head`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))

@@ -13,15 +13,21 @@ use serde_json::Value;
 /// Runs `load ARGS --json -`, checks the exit code (0: the whole target
 /// held through the hold; 1: not) and the report against its schema.
 fn load_json(args: &[&str], code: i32) -> Value {
+    load_json_and_stderr(args, code).0
+}
+
+/// [`load_json`], with what the run wrote to stderr.
+fn load_json_and_stderr(args: &[&str], code: i32) -> (Value, String) {
     let mut all = vec!["load"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--json", "-"]);
     let out = tcpmax(&all);
-    assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     validate("load", &report);
     assert_eq!(report["goal_met"], code == 0);
-    report
+    (report, stderr)
 }
 
 fn n(v: &Value, path: &str) -> u64 {
@@ -32,7 +38,8 @@ fn n(v: &Value, path: &str) -> u64 {
 fn holds_30k_against_serve_with_pings() {
     let srv = Serve::start(&["--max-conns", "40k", "--mode", "echo"]);
     let target = srv.addr.to_string();
-    let r = load_json(&[&target, "-c", "30k", "--hold", "2s", "--ping-rate", "10k"], 0);
+    let (r, stderr) = load_json_and_stderr(&[&target, "-c", "30k", "--hold", "2s", "--ping-rate", "10k"], 0);
+    assert!(stderr.contains("closing: 30,000 of 30,000 connections left"), "the teardown is shown: {stderr}");
     assert_eq!(n(&r, "/count"), 30_000);
     assert_eq!(n(&r, "/failed"), 0, "{:#}", r["errors"]);
     assert_eq!(n(&r, "/peak_established"), 30_000);

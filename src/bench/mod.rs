@@ -195,6 +195,7 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
                 fs.meminfo().ok().and_then(|m| guard::check(&m))
             },
             peer_holds: &mut |held| server_open.get() >= held,
+            closing: &mut |left, held| output::closing_line(left, held, tty),
             at_peak: &mut |_t: &ShardStats| {
                 let (slab, free) = machine::kernel_memory().unwrap_or((slab0, free0));
                 peak = Peak { rss: machine::rss_anon(std::process::id()).unwrap_or(0), slab, free };

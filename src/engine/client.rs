@@ -243,9 +243,15 @@ impl Client {
     }
 
     /// Closes everything, joins the shards, returns counters and histograms.
-    pub fn stop(mut self) -> (ShardStats, Hists) {
+    pub fn stop(self) -> (ShardStats, Hists) {
+        self.stop_watching(Duration::MAX, |_| {})
+    }
+
+    /// Like [`stop`](Self::stop), calling `progress` with the connections
+    /// left to close every `every` while the shards close them.
+    pub fn stop_watching(mut self, every: Duration, progress: impl FnMut(u64)) -> (ShardStats, Hists) {
         self.shared.work.with(WorkState::halt);
-        let t = self.pool.stop();
+        let t = self.pool.stop_watching(every, progress);
         (t, self.pool.hists())
     }
 }

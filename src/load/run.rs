@@ -277,6 +277,10 @@ pub struct Hooks<'a> {
     pub guard: &'a mut dyn FnMut() -> Option<String>,
     /// Called once when the hold ends, before teardown: the peak.
     pub at_peak: &'a mut dyn FnMut(&ShardStats),
+    /// During the teardown, `(left, held)`: connections left to close of
+    /// those held at the stop; once as it begins (left = held), then once a
+    /// second (closing a million is seconds of the kernel's work).
+    pub closing: &'a mut dyn FnMut(u64, u64),
     /// Once every connection was attempted: true when the other end holds
     /// the `n` connections established too (bench sees its server; a load
     /// cannot see its server and says true). The ramp ends, and heartbeats
@@ -298,7 +302,7 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// ([`interrupt`](crate::interrupt)) ends it early. What was measured is
 /// always returned, also when the run is stopped early.
 pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
-    let Hooks { tick, guard, at_peak, peer_holds } = hooks;
+    let Hooks { tick, guard, at_peak, peer_holds, closing } = hooks;
     let count = load.client.count;
     let started = Instant::now();
     let mut client = Client::start_with(&load.client, &load.proto, load.tls.as_ref())?;
@@ -369,7 +373,9 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     let down = Instant::now();
     // Every count below comes from the shards' last publication: each took
     // in the events pending at the stop, then counted what it still held.
-    let (fin, hists) = client.stop();
+    let held = t.open + t.connecting;
+    closing(held, held);
+    let (fin, hists) = client.stop_watching(Duration::from_secs(1), |left| closing(left, held));
     let teardown = down.elapsed();
     let goal_met = !interrupted
         && stopped_by.is_none()
@@ -475,6 +481,11 @@ pub fn run(cmd: CommandLine) -> anyhow::Result<ExitCode> {
             guard: &mut || None,
             at_peak: &mut |_| {},
             peer_holds: &mut |_| true,
+            closing: &mut |left, held| {
+                if !agent.quiet {
+                    output::closing_line(left, held, tty)
+                }
+            },
         },
     )?;
     if tty {

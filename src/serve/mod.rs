@@ -179,9 +179,6 @@ pub fn shard_plan(args: &Args) -> anyhow::Result<sizing::ShardPlan> {
 /// once a second at rest.
 const BUSY_LOOK: Duration = Duration::from_millis(100);
 const IDLE_LOOK: Duration = Duration::from_secs(1);
-/// Holding at least this many at the stop, serve says it is closing them
-/// and shows how many are left (below, the stop takes milliseconds).
-const ANNOUNCE_TEARDOWN: u64 = 10_000;
 
 /// Runs `tcpmax serve` until SIGINT/SIGTERM or `--duration`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -272,7 +269,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listen = server.local_addrs().to_vec();
     let stop_began = Instant::now();
     let held = last_open;
-    if held >= ANNOUNCE_TEARDOWN {
+    if held >= output::SHOW_TEARDOWN {
         let by = match signal {
             Some(crate::sys::process::SIGINT) => "SIGINT",
             Some(_) => "SIGTERM",
@@ -284,11 +281,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let totals = server.shutdown_watching(IDLE_LOOK, |left| {
-        if live && held >= ANNOUNCE_TEARDOWN {
-            output::live_line(&format!("closing: {} of {} connections left", group(left), group(held)), tty);
+        if live {
+            output::closing_line(left, held, tty);
         }
     });
-    if tty && live && held >= ANNOUNCE_TEARDOWN {
+    if tty && live && held >= output::SHOW_TEARDOWN {
         eprintln!();
     }
     let teardown_seconds = stop_began.elapsed().as_secs_f64();
