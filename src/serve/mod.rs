@@ -269,14 +269,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listen = server.local_addrs().to_vec();
     let stop_began = Instant::now();
     let held = last_open;
+    let stopped_by = match signal {
+        Some(crate::sys::process::SIGINT) => "SIGINT",
+        Some(_) => "SIGTERM",
+        None => "duration",
+    };
     if held >= output::SHOW_TEARDOWN {
-        let by = match signal {
-            Some(crate::sys::process::SIGINT) => "SIGINT",
-            Some(_) => "SIGTERM",
-            None => "the duration",
-        };
         eprintln!(
-            "serve: stopping ({by}): closing {} connections, the kernel's work; a second signal exits at once",
+            "serve: stopping ({stopped_by}): closing {} connections, the kernel's work; a second signal exits at once",
             group(held)
         );
     }
@@ -297,11 +297,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         seconds: started.elapsed().as_secs_f64(),
         peak_open: peak.max(totals.held_at_stop),
         teardown_seconds,
-        stopped_by: match signal {
-            Some(crate::sys::process::SIGINT) => "SIGINT",
-            Some(_) => "SIGTERM",
-            None => "duration",
-        },
+        stopped_by,
         totals,
         timeline: timeline.finish(),
         headroom: throttle.summary(),
