@@ -30,8 +30,22 @@ fn have(cmd: &str, probe: &[&str]) -> bool {
     Command::new(cmd).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-fn python_has_websockets() -> bool {
-    have("python3", &["-c", "import websockets"])
+/// True, saying the test skips, when openssl is not installed.
+fn missing_openssl() -> bool {
+    let missing = !have("openssl", &["version"]);
+    if missing {
+        eprintln!("skipped: openssl is not installed");
+    }
+    missing
+}
+
+/// True, saying the test skips, when Python's websockets package is absent.
+fn missing_websockets() -> bool {
+    let missing = !have("python3", &["-c", "import websockets"]);
+    if missing {
+        eprintln!("skipped: the Python websockets package is not installed (pip install websockets)");
+    }
+    missing
 }
 
 /// A free loopback port (bound then released: the peer binds it next).
@@ -98,8 +112,7 @@ fn load_json(args: &[&str]) -> Value {
 
 #[test]
 fn load_tls_against_openssl_s_server() {
-    if !have("openssl", &["version"]) {
-        eprintln!("skipped: openssl is not installed");
+    if missing_openssl() {
         return;
     }
     let dir = temp_dir("s_server");
@@ -141,8 +154,7 @@ fn load_tls_against_openssl_s_server() {
 
 #[test]
 fn serve_tls_driven_by_openssl_s_client() {
-    if !have("openssl", &["version"]) {
-        eprintln!("skipped: openssl is not installed");
+    if missing_openssl() {
         return;
     }
     let serve = Serve::start(&["--tls", "self-signed", "--mode", "echo"]);
@@ -171,8 +183,7 @@ fn load_tls_against_nginx() {
         eprintln!("skipped: nginx is not installed (apt-get install nginx-light)");
         return;
     }
-    if !have("openssl", &["version"]) {
-        eprintln!("skipped: openssl is not installed");
+    if missing_openssl() {
         return;
     }
     let dir = temp_dir("nginx");
@@ -234,8 +245,7 @@ asyncio.run(main())
 
 #[test]
 fn load_ws_against_python_websockets() {
-    if !python_has_websockets() {
-        eprintln!("skipped: the Python websockets package is not installed (pip install websockets)");
+    if missing_websockets() {
         return;
     }
     let port = free_port();
@@ -275,8 +285,7 @@ asyncio.run(main())
 
 #[test]
 fn serve_ws_driven_by_python_websockets() {
-    if !python_has_websockets() {
-        eprintln!("skipped: the Python websockets package is not installed (pip install websockets)");
+    if missing_websockets() {
         return;
     }
     let serve = Serve::start(&["--mode", "ws"]);
