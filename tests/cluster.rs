@@ -78,7 +78,7 @@ fn bad_budgets_are_refused_before_anything_starts() {
 #[test]
 fn rehearsal_holds_through_haproxy_and_cleans_up() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        common::skip(&why);
         return;
     }
     let dir = TempDir(std::env::temp_dir().join(format!("tcpmax-cluster-test-{}", std::process::id())));

@@ -6,6 +6,8 @@
 //! kubernetes-validate package is missing (`pip install kubernetes-validate`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -55,7 +57,7 @@ fn broken(name: &str, edits: &[Edit]) -> PathBuf {
 #[test]
 fn manifests_are_valid_and_a_broken_one_fails() {
     if let Some(why) = validator_missing() {
-        eprintln!("skipped: {why}");
+        common::skip(&why);
         return;
     }
     let out = validate(&manifests());

@@ -34,7 +34,7 @@ fn have(cmd: &str, probe: &[&str]) -> bool {
 fn missing_openssl() -> bool {
     let missing = !have("openssl", &["version"]);
     if missing {
-        eprintln!("skipped: openssl is not installed");
+        common::skip("openssl is not installed (apt-get install openssl)");
     }
     missing
 }
@@ -43,7 +43,7 @@ fn missing_openssl() -> bool {
 fn missing_websockets() -> bool {
     let missing = !have("python3", &["-c", "import websockets"]);
     if missing {
-        eprintln!("skipped: the Python websockets package is not installed (pip install websockets)");
+        common::skip("the Python websockets package is not installed (pip install websockets)");
     }
     missing
 }
@@ -180,7 +180,7 @@ fn serve_tls_driven_by_openssl_s_client() {
 #[test]
 fn load_tls_against_nginx() {
     if !have("nginx", &["-v"]) {
-        eprintln!("skipped: nginx is not installed (apt-get install nginx-light)");
+        common::skip("nginx is not installed (apt-get install nginx-light)");
         return;
     }
     if missing_openssl() {
@@ -306,7 +306,7 @@ fn serve_ws_driven_by_python_websockets() {
 #[test]
 fn load_mqtt_against_mosquitto() {
     if !have("mosquitto", &["-h"]) && !Path::new("/usr/sbin/mosquitto").exists() {
-        eprintln!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+        common::skip("mosquitto is not installed (apt-get install mosquitto)");
         return;
     }
     let dir = temp_dir("mosquitto");

@@ -29,7 +29,7 @@ fn four_agent_hosts_merge_into_one_report() {
     let outcome = match rehearse(&plan) {
         Ok(o) => o,
         Err(Setup::Skip(why)) => {
-            eprintln!("skipped: {why}");
+            common::skip(&why);
             return;
         }
         Err(Setup::Fail(why)) => panic!("{why}"),

@@ -66,7 +66,7 @@ fn open(browser: &Path, page: &Path, png: &Path, (width, height): (u32, u32)) ->
 #[test]
 fn the_report_opens_in_chromium_without_a_console_message() {
     let Some(browser) = chromium() else {
-        eprintln!("skipped: no Chromium at /usr/bin/chromium (apt-get install chromium) or in TCPMAX_CHROMIUM");
+        common::skip("no Chromium at /usr/bin/chromium (apt-get install chromium) or in TCPMAX_CHROMIUM");
         return;
     };
     let dir = std::env::temp_dir().join(format!("tcpmax-report-browser-{}", std::process::id()));
