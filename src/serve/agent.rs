@@ -21,8 +21,10 @@
 //!   admitting carries `ready`;
 //! - `up`: operational state UP, if the regular health check agrees.
 //!
-//! The server answers every connection with the latest line and closes; it
-//! reads nothing, so an `agent-send` string is ignored.
+//! The server writes the latest line to every connection as it accepts it,
+//! whatever other connections do, then closes once the checker has (within
+//! half a second); an `agent-send` string is read and ignored
+//! ([`super::agent_port`]).
 //!
 //! # The mapping
 //!

@@ -1,118 +1,143 @@
-//! The agent port of `serve --agent`: a thread with a blocking listener
-//! that answers each connection with the latest agent line and closes. A
-//! load balancer connects a few times a second, so one thread on
-//! `std::net` is all it needs; the line is computed by serve's supervisor
-//! ([`super::headroom::Throttle`]) and shared through a mutex.
+//! The agent port of `serve --agent`: every connection gets the latest
+//! agent line at accept, whatever the others do, then the port waits (up
+//! to [`CHECK_DEADLINE`]) for the checker to close. The line is computed by
+//! serve's supervisor ([`super::headroom::Throttle`]) and shared through a
+//! mutex; the connections live on a [`super::side_port`] loop, so idle or
+//! flooding peers never delay a real check (#17).
+//!
+//! HAProxy's checker connects, may send its `agent-send` string (one line),
+//! reads one line and closes. What it sends changes nothing in the answer;
+//! [`heard`] only says when the port may close: after one whole line, or at
+//! once if the peer sends more than a checker does.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::side_port::{Bounds, Exchange, SidePort, Step};
 use crate::error::{Error, Result};
 
-/// How long one check may take before the thread moves on.
-const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// From accept to close, whatever the checker does: a checker reads the
+/// line and closes within a round trip.
+pub const CHECK_DEADLINE: Duration = Duration::from_millis(500);
+/// Checks open at once; the oldest is closed to admit a new one (the line
+/// was written at its accept). A few balancers make a few at a time.
+pub const MAX_CHECKS: usize = 128;
+/// The longest `agent-send` string taken, its newline included.
+pub const MAX_SEND: usize = 1024;
+
+/// What the bytes a checker sent so far call for (the answer, sent at
+/// accept, does not depend on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Nothing yet, or part of a line: wait for the rest or the close.
+    More,
+    /// One whole line and nothing after it: nothing more is expected.
+    Line,
+    /// Bytes after the first line, or [`MAX_SEND`] bytes without one: not
+    /// a checker.
+    Excess,
+}
+
+/// Classifies all bytes a checker sent so far. Pure, for any bytes.
+pub fn heard(received: &[u8]) -> Heard {
+    match received.iter().position(|&b| b == b'\n') {
+        Some(i) if i + 1 == received.len() && received.len() <= MAX_SEND => Heard::Line,
+        Some(_) => Heard::Excess,
+        None if received.len() >= MAX_SEND => Heard::Excess,
+        None => Heard::More,
+    }
+}
 
 /// The agent-check endpoint, until dropped.
 #[derive(Debug)]
 pub struct AgentPort {
-    addr: SocketAddr,
     line: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    port: SidePort,
+}
+
+/// The latest line, shared with the supervisor.
+#[derive(Debug)]
+struct Check {
+    line: Arc<Mutex<String>>,
+}
+
+impl Exchange for Check {
+    fn greeting(&self) -> Option<Vec<u8>> {
+        // A poisoned lock still holds the last line written.
+        let line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        Some(line.as_bytes().to_vec())
+    }
+
+    fn heard(&self, received: &[u8]) -> Step {
+        match heard(received) {
+            Heard::More => Step::More,
+            Heard::Line | Heard::Excess => Step::Close,
+        }
+    }
+
+    fn limit(&self) -> usize {
+        MAX_SEND
+    }
 }
 
 impl AgentPort {
     /// Listens on `addr` and answers with `first` until [`AgentPort::set`].
     pub fn start(addr: SocketAddr, first: String) -> Result<AgentPort> {
         let listener = TcpListener::bind(addr).map_err(|e| Error::Input(format!("--agent {addr}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::os("agent address", e))?;
         let line = Arc::new(Mutex::new(first));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (line.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("agent".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if s.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Ok(c) = conn {
-                        let text = l.lock().map(|g| g.clone()).unwrap_or_default();
-                        let _ = answer(c, &text);
-                    }
-                }
-            })
-            .map_err(|e| Error::os("spawning the agent thread", e))?;
-        Ok(AgentPort { addr, line, stop, thread: Some(thread) })
+        let bounds = Bounds { max_conns: MAX_CHECKS, deadline: CHECK_DEADLINE };
+        let port = SidePort::start("agent", listener, bounds, Check { line: line.clone() })?;
+        Ok(AgentPort { line, port })
     }
 
     /// The address served.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.port.addr()
     }
 
     /// Replaces the line served.
     pub fn set(&self, line: String) {
-        if let Ok(mut g) = self.line.lock() {
-            *g = line;
-        }
-    }
-}
-
-impl Drop for AgentPort {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Writes the line, then reads until the checker closes (bounded): closing
-/// with unread bytes (an `agent-send` string) would reset the connection,
-/// and a reset can reach the checker before it has read the line.
-fn answer(mut c: TcpStream, line: &str) -> std::io::Result<()> {
-    c.set_write_timeout(Some(CHECK_TIMEOUT))?;
-    c.write_all(line.as_bytes())?;
-    c.shutdown(Shutdown::Write)?;
-    let deadline = Instant::now() + CHECK_TIMEOUT;
-    let mut sink = [0u8; 512];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        c.set_read_timeout(Some(left))?;
-        match c.read(&mut sink) {
-            Ok(0) | Err(_) => return Ok(()),
-            Ok(_) => {}
-        }
+        *self.line.lock().unwrap_or_else(|p| p.into_inner()) = line;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
 
     #[test]
     fn answers_one_line_and_closes() {
         let port = AgentPort::start("127.0.0.1:0".parse().unwrap(), "up ready 100% maxconn:5\n".into()).unwrap();
-        let read = || {
+        let read = |send: &[u8]| {
             let mut c = TcpStream::connect(port.addr()).unwrap();
             // What an `agent-send` would send: ignored, and no reset.
-            c.write_all(b"hello\n").unwrap();
+            c.write_all(send).unwrap();
             let mut s = String::new();
             c.read_to_string(&mut s).unwrap();
             s
         };
-        assert_eq!(read(), "up ready 100% maxconn:5\n");
+        assert_eq!(read(b"hello\n"), "up ready 100% maxconn:5\n");
         port.set("drain maxconn:5\n".into());
-        assert_eq!(read(), "drain maxconn:5\n");
+        assert_eq!(read(b""), "drain maxconn:5\n");
+        assert_eq!(read(b"hel"), "drain maxconn:5\n");
+    }
+
+    #[test]
+    fn a_checker_sends_at_most_one_line() {
+        assert_eq!(heard(b""), Heard::More);
+        assert_eq!(heard(b"hello"), Heard::More);
+        assert_eq!(heard(b"hello\r\n"), Heard::Line);
+        assert_eq!(heard(b"\n"), Heard::Line);
+        assert_eq!(heard(b"hello\nmore"), Heard::Excess);
+        assert_eq!(heard(&[b'a'; MAX_SEND]), Heard::Excess);
+        assert_eq!(heard(&[b'a'; MAX_SEND - 1]), Heard::More);
+        let mut long = vec![b'a'; MAX_SEND];
+        long.push(b'\n');
+        assert_eq!(heard(&long), Heard::Excess);
+        assert_eq!(heard(&[0xff, 0x00, b'\n']), Heard::Line);
     }
 }

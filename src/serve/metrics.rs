@@ -1,14 +1,14 @@
 //! `--metrics ADDR`: the status counters as Prometheus text over HTTP.
 //!
 //! The text format comes from the `prometheus-client` crate; the HTTP side
-//! is a few lines on `std::net` because it only ever answers one GET with
-//! one body, which needs no HTTP framework.
+//! is one request head parsed by `httparse` ([`parse_request`], pure and
+//! capped) and one response ([`response`]), then close: it only ever serves
+//! one page, which needs no HTTP framework. Connections live on a
+//! [`super::side_port`] loop, so a slow client never delays a scrape (#17).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::agent::{Headroom, Reply, Resource, State};
+use super::side_port::{Bounds, Exchange, SidePort, Step};
 use crate::engine::stats::ShardStats;
 use crate::error::{Error, Result};
 
@@ -189,43 +190,131 @@ impl Metrics {
     }
 }
 
-/// The metrics endpoint: a thread answering every request with the latest
-/// text, until dropped.
+/// The longest request head taken, bytes; a longer one is answered 431.
+pub const MAX_REQUEST: usize = 8 << 10;
+/// Header lines a request may carry.
+pub const MAX_HEADERS: usize = 32;
+/// From accept to close, whatever the client does: a scrape sends one
+/// small request and reads one page.
+pub const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
+/// Scrapes open at once; the oldest is closed to admit a new one (see
+/// [`super::side_port`] for why the oldest).
+pub const MAX_SCRAPES: usize = 64;
+
+/// What a request head asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /metrics` (`HEAD`: the same headers, no body).
+    Metrics {
+        /// `HEAD`.
+        head: bool,
+    },
+    /// A `GET` or `HEAD` of any other path.
+    NotFound {
+        /// `HEAD`.
+        head: bool,
+    },
+    /// A method other than `GET` and `HEAD`.
+    MethodNotAllowed,
+    /// Not an HTTP/1.x request head.
+    BadRequest,
+    /// No complete head within [`MAX_REQUEST`] bytes or [`MAX_HEADERS`] headers.
+    TooLarge,
+}
+
+/// Parses the bytes received so far (only the first [`MAX_REQUEST`] are
+/// looked at): `None` while the head is incomplete and may still fit.
+/// Pure, for any bytes.
+pub fn parse_request(received: &[u8]) -> Option<Request> {
+    let buf = &received[..received.len().min(MAX_REQUEST)];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST => Some(Request::TooLarge),
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => Some(Request::TooLarge),
+        Err(_) => Some(Request::BadRequest),
+        Ok(httparse::Status::Complete(_)) => {
+            let head = match req.method {
+                Some("GET") => false,
+                Some("HEAD") => true,
+                _ => return Some(Request::MethodNotAllowed),
+            };
+            let path = req.path.unwrap_or("");
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            Some(if path == "/metrics" { Request::Metrics { head } } else { Request::NotFound { head } })
+        }
+    }
+}
+
+/// The whole HTTP response to `req`; `text` is the metrics page. Every
+/// response closes the connection.
+pub fn response(req: Request, text: &str) -> Vec<u8> {
+    let (status, kind, body, head) = match req {
+        Request::Metrics { head } => {
+            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text, head)
+        }
+        Request::NotFound { head } => ("404 Not Found", "text/plain", "not found: the metrics are at /metrics\n", head),
+        Request::MethodNotAllowed => ("405 Method Not Allowed", "text/plain", "only GET and HEAD\n", false),
+        Request::BadRequest => ("400 Bad Request", "text/plain", "not an HTTP/1.x request\n", false),
+        Request::TooLarge => ("431 Request Header Fields Too Large", "text/plain", "request head too large\n", false),
+    };
+    let allow = if req == Request::MethodNotAllowed { "Allow: GET, HEAD\r\n" } else { "" };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// Serves the page: one request, one response.
+#[derive(Debug)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+}
+
+impl Exchange for Scrape {
+    fn greeting(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn heard(&self, received: &[u8]) -> Step {
+        match parse_request(received) {
+            None => Step::More,
+            Some(req @ Request::Metrics { .. }) => Step::Answer(response(req, &self.metrics.text())),
+            Some(req) => Step::Answer(response(req, "")),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        MAX_REQUEST
+    }
+}
+
+/// The metrics endpoint, served by its own loop until dropped.
 #[derive(Debug)]
 pub struct MetricsServer {
-    addr: SocketAddr,
     metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    port: SidePort,
 }
 
 impl MetricsServer {
     /// Listens on `addr`, serving `metrics` as they are at each scrape.
     pub fn start(addr: SocketAddr, metrics: Metrics) -> Result<MetricsServer> {
         let listener = TcpListener::bind(addr).map_err(|e| Error::Input(format!("--metrics {addr}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::os("metrics address", e))?;
         let metrics = Arc::new(metrics);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (metrics.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if s.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Ok(c) = conn {
-                        let _ = answer(c, &m.text());
-                    }
-                }
-            })
-            .map_err(|e| Error::os("spawning the metrics thread", e))?;
-        Ok(MetricsServer { addr, metrics, stop, thread: Some(thread) })
+        let bounds = Bounds { max_conns: MAX_SCRAPES, deadline: SCRAPE_DEADLINE };
+        let port = SidePort::start("metrics", listener, bounds, Scrape { metrics: metrics.clone() })?;
+        Ok(MetricsServer { metrics, port })
     }
 
     /// The address served.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.port.addr()
     }
 
     /// The metrics served, to update.
@@ -234,37 +323,50 @@ impl MetricsServer {
     }
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn answer(mut c: TcpStream, text: &str) -> std::io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(2)))?;
-    c.set_write_timeout(Some(Duration::from_secs(2)))?;
-    // Read the request head (bounded), whatever it asks: there is one page.
-    let mut head = [0u8; 4096];
-    let mut got = 0;
-    while got < head.len() {
-        let n = c.read(&mut head[got..])?;
-        if n == 0 {
-            break;
+    #[test]
+    fn requests_parse_to_what_they_ask() {
+        let get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(parse_request(get), Some(Request::Metrics { head: false }));
+        assert_eq!(parse_request(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"), Some(Request::Metrics { head: true }));
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\n\r\n"), Some(Request::NotFound { head: false }));
+        assert_eq!(parse_request(b"HEAD /x HTTP/1.1\r\n\r\n"), Some(Request::NotFound { head: true }));
+        assert_eq!(parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"), Some(Request::MethodNotAllowed));
+        assert_eq!(parse_request(b"\x16\x03\x01 hello\r\n\r\n"), Some(Request::BadRequest));
+        assert_eq!(parse_request(b"GET /metrics HTTP/2.0\r\n\r\n"), Some(Request::BadRequest));
+        // Incomplete heads wait for more, up to the cap.
+        for n in 0..get.len() {
+            assert_eq!(parse_request(&get[..n]), None, "{n} bytes");
         }
-        got += n;
-        if head[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
+        let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_REQUEST - 1, b'a');
+        assert_eq!(parse_request(&big), None);
+        big.push(b'a');
+        assert_eq!(parse_request(&big), Some(Request::TooLarge));
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_request(&big), Some(Request::TooLarge), "bytes past the cap are not read");
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("H{i}: v\r\n")).collect();
+        let many = format!("GET /metrics HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_request(many.as_bytes()), Some(Request::TooLarge));
     }
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        text.len(),
-        text
-    );
-    c.write_all(resp.as_bytes())
+
+    #[test]
+    fn responses_close_and_head_has_no_body() {
+        let text = "tcpmax_connections 3\n# EOF\n";
+        let get = String::from_utf8(response(Request::Metrics { head: false }, text)).unwrap();
+        let head = String::from_utf8(response(Request::Metrics { head: true }, text)).unwrap();
+        assert!(get.starts_with("HTTP/1.1 200 OK\r\n") && get.ends_with(text), "{get}");
+        assert_eq!(head, get.strip_suffix(text).unwrap(), "HEAD: the same headers, no body");
+        assert!(head.contains(&format!("Content-Length: {}\r\n", text.len())), "{head}");
+        assert!(head.contains("Connection: close\r\n"));
+        let nf = String::from_utf8(response(Request::NotFound { head: false }, text)).unwrap();
+        assert!(nf.starts_with("HTTP/1.1 404 ") && !nf.contains("tcpmax_"), "{nf}");
+        let na = String::from_utf8(response(Request::MethodNotAllowed, text)).unwrap();
+        assert!(na.starts_with("HTTP/1.1 405 ") && na.contains("Allow: GET, HEAD\r\n"), "{na}");
+        let bad = String::from_utf8(response(Request::BadRequest, "")).unwrap();
+        assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    }
 }

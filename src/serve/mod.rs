@@ -18,6 +18,7 @@ pub mod headroom;
 pub mod metrics;
 pub mod server;
 pub mod shard;
+pub mod side_port;
 
 use std::io::Write;
 use std::net::SocketAddr;
