@@ -185,6 +185,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before any thread starts, so every shard inherits the blocked mask and
     // only the watcher ever takes these signals.
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
+    // Memory freed after a burst (incomplete frames, TLS handshakes) goes
+    // back to the kernel, so RSS and the agent follow what is live (#17).
+    process::return_freed_promptly();
     let plan = shard_plan(&args)?;
     let backlog = ProcFs::default().sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
     let max_memory = match args.max_memory {
