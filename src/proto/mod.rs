@@ -16,7 +16,35 @@
 //! per-descriptor record. The bytes of a unit (header block, frame, packet)
 //! split over reads are the only buffer, kept by the caller in a side map
 //! only while the unit is incomplete ([`feed`]), and each unit has a hard
-//! size cap, so a peer cannot make a connection hold more than the cap.
+//! size cap, so a peer cannot make a connection hold more than the cap. The
+//! cap is decided from the unit's own bytes (its length field, where its
+//! header block ends), so the verdict is the same however the bytes were
+//! split over reads.
+//!
+//! A server also holds an incomplete unit only until a deadline
+//! ([`PARTIAL_DEADLINE`] from its first byte, [`Held`]); the time is passed
+//! in ([`feed_at`], [`expire`]), never read inside. The total a server's
+//! connections may hold at once is the caller's budget; past it,
+//! [`refuse`] gives the protocol's last word for the one that went over.
+//!
+//! # Driving a server machine (a fuzz harness does the same)
+//! ```
+//! use std::time::{Duration, Instant};
+//! use tcpmax::proto::{self, Held, mqtt, ws};
+//!
+//! let (mut out, mut events, mut held) = (Vec::new(), Vec::new(), Held::default());
+//! let mut state = ws::server_state::UPGRADE;
+//! let t0 = Instant::now();
+//! let r = proto::feed_at(&mut ws::Server, &mut state, &mut held, b"GET / HTTP/1.1\r\n", t0, &mut out, &mut events);
+//! assert!(r.is_ok() && held.deadline().is_some());
+//! let late = t0 + proto::PARTIAL_DEADLINE + Duration::from_millis(1);
+//! assert_eq!(proto::expire(&ws::Server, state, &held, late, &mut out), Some(proto::Fault::PartialTimeout));
+//! assert!(out.starts_with(b"HTTP/1.1 408"));
+//!
+//! let (mut held, mut state) = (Held::default(), mqtt::server_state::AWAIT_CONNECT);
+//! let r = proto::feed_at(&mut mqtt::Server, &mut state, &mut held, &[0x10, 0xFF], t0, &mut out, &mut events);
+//! assert!(r.is_ok());
+//! ```
 //!
 //! Why hand-written framing instead of tungstenite or an MQTT client crate:
 //! those keep a read and a write buffer per connection (tungstenite's read

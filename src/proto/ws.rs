@@ -7,9 +7,16 @@
 //! that the pong brings back, so no per-ping state is kept. It answers the
 //! server's pings and closes with the close handshake.
 //!
-//! The server parses the upgrade request, answers 101, echoes data frames
-//! (unmasked, same opcode and FIN bit, so fragmented messages pass through
-//! as they came), answers pings with pongs and a close with a close.
+//! The server parses the upgrade request (CRLF or LF line ends, as httparse
+//! reads them), answers 101, echoes data frames (unmasked, same opcode and
+//! FIN bit, so fragmented messages pass through as they came), answers
+//! pings with pongs and a close with a close. It checks what RFC 6455 makes
+//! it check: continuations only within a fragmented message, text (also
+//! split over fragments) and close reasons in UTF-8, close codes a peer may
+//! send, a close payload of 0 or at least 2 bytes. A broken rule closes
+//! with a close frame first: 1002, 1007 for UTF-8, 1009 for a frame past
+//! the cap; an upgrade past the header cap gets 431, one left incomplete
+//! past the deadline 408.
 //!
 //! Header blocks are capped at [`MAX_HEADER`] and frames at [`MAX_FRAME`]:
 //! a longer one is a fault, so no peer makes a connection buffer more. The

@@ -4,7 +4,10 @@
 //! spreads new connections over the shards' accept queues. `silent` reads and
 //! discards; `echo` writes back with backpressure. Admission control refuses
 //! new connections (with RST) above `--max-conns` or above the memory
-//! watermark, and admits again below the low mark.
+//! watermark, and admits again below the low mark. In ws and mqtt modes a
+//! header block, frame or packet split over reads is held 5 s at most and
+//! within a budget all connections share ([`input`]); memory freed goes
+//! back to the kernel, so RSS follows what is live.
 //!
 //! Its headroom is measured once a second ([`headroom`]) against
 //! `--memory-budget`, else its cgroup's memory limit, else the machine, and
@@ -15,6 +18,7 @@
 pub mod agent;
 pub mod agent_port;
 pub mod headroom;
+pub mod input;
 pub mod metrics;
 pub mod server;
 pub mod shard;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Mode;
-use super::shard::{InputBudget, Shard, ShardSetup};
+use super::input::InputBudget;
+use super::shard::{Shard, ShardSetup};
 use crate::engine::elastic::{self, Group, Policy};
 use crate::engine::gate::{Gate, Watermark};
 use crate::engine::shard::{Mail, Pool};

@@ -12,10 +12,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Mode;
+use super::input::InputBudget;
 use crate::engine::gate::{Admit, Gate};
 use crate::engine::reactor::{CLOSE_REPORT_EVERY, Handler, Turn};
 use crate::engine::shard::Mail;
@@ -57,62 +57,6 @@ pub struct ShardSetup {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// ws and mqtt: the budget of incomplete input all shards share.
     pub input: Arc<InputBudget>,
-}
-
-/// The bytes of incomplete units (header blocks, frames, packets) that all
-/// connections of all shards may hold at once. A connection whose input
-/// would go past it is closed ([`Fault::PartialBudget`]); the others keep
-/// what they hold. Counted by buffer capacity, what the allocator gave.
-#[derive(Debug)]
-pub struct InputBudget {
-    used: AtomicU64,
-    limit: AtomicU64,
-    /// Bytes given back, ever: the supervisor trims the heap after it grew.
-    released: AtomicU64,
-}
-
-impl InputBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> InputBudget {
-        InputBudget { used: AtomicU64::new(0), limit: AtomicU64::new(limit), released: AtomicU64::new(0) }
-    }
-
-    /// Sets the limit (what is held stays held).
-    pub fn set_limit(&self, limit: u64) {
-        self.limit.store(limit, Ordering::Relaxed);
-    }
-
-    /// The limit.
-    pub fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Relaxed)
-    }
-
-    /// Bytes held now.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Bytes given back since the start.
-    pub fn released(&self) -> u64 {
-        self.released.load(Ordering::Relaxed)
-    }
-
-    /// Takes `n` bytes; false, taking nothing, when that passes the limit.
-    fn take(&self, n: u64) -> bool {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > self.limit() {
-            self.used.fetch_sub(n, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    fn give(&self, n: u64) {
-        if n > 0 {
-            self.used.fetch_sub(n, Ordering::Relaxed);
-            self.released.fetch_add(n, Ordering::Relaxed);
-        }
-    }
 }
 
 /// The server's per-connection record: one byte of flags and, in ws and
