@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The bytes of incomplete units (header blocks, frames, packets) that all
 /// connections of all shards may hold at once. A connection whose input
-/// would go past it is closed ([`Fault::PartialBudget`]); the others keep
+/// would go past it is closed ([`crate::proto::Fault::PartialBudget`]); the others keep
 /// what they hold. Counted by buffer capacity, what the allocator gave.
 #[derive(Debug)]
 pub struct InputBudget {
