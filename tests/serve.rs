@@ -295,3 +295,114 @@ fn memory_watermark_refuses_and_counts() {
         assert!(matches!(c.read(&mut b), Ok(0) | Err(_)), "refused with a reset");
     }
 }
+
+/// Reads until the peer closes (or resets); what came, bounded by LIMIT.
+fn read_to_close(conn: &mut TcpStream) -> Vec<u8> {
+    conn.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("no close within {LIMIT:?}: {e}; got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+}
+
+const KEY_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// #17: a stalled upgrade was held forever, a 9 KB request in one read was
+/// upgraded, and an LF-only request was never answered.
+#[test]
+fn ws_upgrades_are_answered_or_closed_whatever_the_segmentation() {
+    let srv = Serve::start(&["--mode", "ws"]);
+    // Half a request: 408 once the deadline passes, then the close.
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let got = read_to_close(&mut c);
+    assert!(got.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&got));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4), "not before the deadline");
+    // A 9 KB header block in one write: refused, 431.
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\n{KEY_HEADERS}X-Pad: {}\r\n\r\n", "a".repeat(9000));
+    c.write_all(big.as_bytes()).unwrap();
+    let got = read_to_close(&mut c);
+    assert!(got.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&got));
+    // LF-only line ends: answered at once.
+    let mut c = TcpStream::connect(srv.addr).unwrap();
+    c.write_all(format!("GET / HTTP/1.1\nHost: x\n{}\n", KEY_HEADERS.replace("\r\n", "\n")).as_bytes()).unwrap();
+    let mut buf = [0u8; 12];
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 101");
+    srv.until("the PARTIAL_TIMEOUT counted", |l| l.contains("PARTIAL_TIMEOUT 1"));
+}
+
+const MQTT_CONNECT: [u8; 14] = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 0];
+
+/// CONNECT then all but the last byte of a 65,000-byte PUBLISH.
+fn mqtt_partial_publish() -> Vec<u8> {
+    let total = 65_000;
+    let mut p = MQTT_CONNECT.to_vec();
+    p.push(0x30);
+    let body = total - 4;
+    p.extend_from_slice(&[(body % 128) as u8 | 0x80, ((body / 128) % 128) as u8 | 0x80, (body / 16384) as u8]);
+    p.extend_from_slice(&[0, 1, b't']);
+    p.resize(MQTT_CONNECT.len() + total - 1, b'x');
+    p
+}
+
+/// #17: a burst of clients that each leave a partial 65 KB PUBLISH and
+/// close pinned the memory and left a `--memory-budget` backend drained,
+/// refusing everyone, for minutes. Now the input budget closes the
+/// offenders past it (not the healthy session), and once they are gone
+/// RSS is back within 10% of idle and the agent says up within 10 s.
+#[test]
+fn a_partial_packet_burst_closes_offenders_and_memory_comes_back() {
+    let srv = Serve::start(&["--mode", "mqtt", "--memory-budget", "64MiB", "--agent", "127.0.0.1:0"]);
+    srv.until("a second status line", |l| l.contains("[    2s]"));
+    let idle = rss_anon_kib(srv.pid());
+    let mut healthy = TcpStream::connect(srv.addr).unwrap();
+    healthy.write_all(&MQTT_CONNECT).unwrap();
+    let mut connack = [0u8; 4];
+    healthy.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+
+    let burst = mqtt_partial_publish();
+    let offenders: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let mut c = TcpStream::connect(srv.addr).unwrap();
+            // The server may close it mid-write: past the input budget.
+            let _ = c.write_all(&burst);
+            c
+        })
+        .collect();
+    srv.until("offenders past the budget closed", |l| l.contains("PARTIAL_BUDGET"));
+    // The healthy session is still served.
+    healthy.write_all(&[0xC0, 0]).unwrap();
+    let mut pingresp = [0u8; 2];
+    healthy.read_exact(&mut pingresp).unwrap();
+    assert_eq!(pingresp, [0xD0, 0]);
+
+    drop(offenders);
+    let gone = Instant::now();
+    srv.until_within("memory back and the agent up", LIMIT, |l| {
+        l.contains("conns 1 |") && l.contains("agent up") && rss_anon_kib(srv.pid()) * 10 <= idle * 11
+    });
+    assert!(gone.elapsed() < std::time::Duration::from_secs(10), "took {:?}", gone.elapsed());
+}
+
+/// #17: `--memory-budget 1B` was accepted: every connection refused.
+#[test]
+fn a_memory_budget_below_an_idle_serve_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--memory-budget", "1B", "--duration", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("idle serve needs") && err.contains("fix: give --memory-budget"), "{err}");
+}

@@ -16,7 +16,35 @@
 //! per-descriptor record. The bytes of a unit (header block, frame, packet)
 //! split over reads are the only buffer, kept by the caller in a side map
 //! only while the unit is incomplete ([`feed`]), and each unit has a hard
-//! size cap, so a peer cannot make a connection hold more than the cap.
+//! size cap, so a peer cannot make a connection hold more than the cap. The
+//! cap is decided from the unit's own bytes (its length field, where its
+//! header block ends), so the verdict is the same however the bytes were
+//! split over reads.
+//!
+//! A server also holds an incomplete unit only until a deadline
+//! ([`PARTIAL_DEADLINE`] from its first byte, [`Held`]); the time is passed
+//! in ([`feed_at`], [`expire`]), never read inside. The total a server's
+//! connections may hold at once is the caller's budget; past it,
+//! [`refuse`] gives the protocol's last word for the one that went over.
+//!
+//! # Driving a server machine (a fuzz harness does the same)
+//! ```
+//! use std::time::{Duration, Instant};
+//! use tcpmax::proto::{self, Held, mqtt, ws};
+//!
+//! let (mut out, mut events, mut held) = (Vec::new(), Vec::new(), Held::default());
+//! let mut state = ws::server_state::UPGRADE;
+//! let t0 = Instant::now();
+//! let r = proto::feed_at(&mut ws::Server, &mut state, &mut held, b"GET / HTTP/1.1\r\n", t0, &mut out, &mut events);
+//! assert!(r.is_ok() && held.deadline().is_some());
+//! let late = t0 + proto::PARTIAL_DEADLINE + Duration::from_millis(1);
+//! assert_eq!(proto::expire(&ws::Server, state, &held, late, &mut out), Some(proto::Fault::PartialTimeout));
+//! assert!(out.starts_with(b"HTTP/1.1 408"));
+//!
+//! let (mut held, mut state) = (Held::default(), mqtt::server_state::AWAIT_CONNECT);
+//! let r = proto::feed_at(&mut mqtt::Server, &mut state, &mut held, &[0x10, 0xFF], t0, &mut out, &mut events);
+//! assert!(r.is_ok());
+//! ```
 //!
 //! Why hand-written framing instead of tungstenite or an MQTT client crate:
 //! those keep a read and a write buffer per connection (tungstenite's read
@@ -30,6 +58,8 @@ pub mod mqtt;
 pub mod tls;
 mod tls_rest;
 pub mod ws;
+
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -115,8 +145,11 @@ pub enum Fault {
     WsHeaderTooLarge,
     /// A frame longer than the cap.
     WsFrameTooLarge,
-    /// A frame breaking RFC 6455 (reserved bits, unknown opcode, masking).
+    /// A frame breaking RFC 6455 (reserved bits, unknown opcode, masking,
+    /// fragments out of order, a malformed close).
     WsBadFrame,
+    /// A text message or close reason that is not UTF-8.
+    WsBadUtf8,
     /// The broker refused the connection with this CONNACK return code.
     MqttRefused(u8),
     /// The first answer to CONNECT is not a CONNACK: another protocol.
@@ -133,6 +166,12 @@ pub enum Fault {
     HandshakeClosed,
     /// A TLS failure, by its name in the failure table ([`tls::name_of`]).
     Tls(&'static str),
+    /// A header block, frame or packet stayed incomplete past
+    /// [`PARTIAL_DEADLINE`].
+    PartialTimeout,
+    /// The server's budget for incomplete input was spent: the connection
+    /// whose input would go past it is closed.
+    PartialBudget,
 }
 
 impl Fault {
@@ -147,6 +186,7 @@ impl Fault {
             Fault::WsHeaderTooLarge => "WS_HEADER_TOO_LARGE",
             Fault::WsFrameTooLarge => "WS_FRAME_TOO_LARGE",
             Fault::WsBadFrame => "WS_BAD_FRAME",
+            Fault::WsBadUtf8 => "WS_BAD_UTF8",
             Fault::MqttRefused(code) => mqtt::refusal_name(code),
             Fault::MqttNotMqtt => "MQTT_NOT_MQTT",
             Fault::MqttBadPacket => "MQTT_BAD_PACKET",
@@ -155,6 +195,8 @@ impl Fault {
             Fault::HandshakeTimeout => "HANDSHAKE_TIMEOUT",
             Fault::HandshakeClosed => "HANDSHAKE_CLOSED",
             Fault::Tls(name) => name,
+            Fault::PartialTimeout => "PARTIAL_TIMEOUT",
+            Fault::PartialBudget => "PARTIAL_BUDGET",
         }
     }
 
@@ -212,8 +254,20 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
             "send smaller frames: held connections carry heartbeats",
         ),
         "WS_BAD_FRAME" => (
-            "a WebSocket frame broke RFC 6455 (reserved bits, unknown opcode, wrong masking, fragmented control frame)",
+            "a WebSocket frame broke RFC 6455 (reserved bits, unknown opcode, wrong masking, fragmented control frame, a continuation without a message, a malformed close code)",
             "check the peer's WebSocket implementation",
+        ),
+        "WS_BAD_UTF8" => (
+            "a WebSocket text message or close reason was not valid UTF-8 (closed with 1007)",
+            "send binary frames for bytes that are not text",
+        ),
+        "PARTIAL_TIMEOUT" => (
+            "a peer left a header block, frame or packet incomplete for longer than 5 s: the server closed it",
+            "send each header block, frame or packet whole; a peer that stalls mid-unit is cut",
+        ),
+        "PARTIAL_BUDGET" => (
+            "the server's memory for incomplete header blocks, frames and packets was spent: the connection whose input went past it was closed",
+            "send each unit whole, or give the server a larger --memory-budget",
         ),
         "MQTT_REFUSED_PROTOCOL_VERSION" => (
             "the broker refused CONNECT: it does not accept MQTT 3.1.1 (return code 1)",
@@ -270,6 +324,11 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
 
 /// A protocol state machine: it consumes whole units (a header block, a
 /// frame, a packet) from the front of its input and leaves the tail.
+///
+/// Caps are a pure function of the bytes: a machine refuses a unit past its
+/// cap from the unit's own bytes (a frame's length field, the end of a
+/// header block), so the verdict is the same however the bytes were split
+/// over reads.
 pub trait Machine {
     /// The most bytes one unit may take in state `state`: a longer unit is
     /// a fault, so a peer never makes a connection buffer more.
@@ -289,6 +348,75 @@ pub trait Machine {
         out: &mut Vec<u8>,
         events: &mut Vec<Event>,
     ) -> Result<usize, Fault>;
+
+    /// Writes into `out` what this side says before closing for `fault`
+    /// in state `state`, when the protocol has a word for it (an HTTP
+    /// status, a close frame); nothing by default.
+    fn last_word(&self, _state: u8, _fault: Fault, _out: &mut Vec<u8>) {}
+}
+
+/// How long a header block, frame or packet may stay incomplete, from its
+/// first byte.
+pub const PARTIAL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What a server keeps of one connection's input between reads: the bytes
+/// of a unit split over reads and when its first byte came. Empty at rest
+/// (no allocation).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The incomplete unit.
+    pub bytes: Vec<u8>,
+    /// When its first byte was read; None at rest.
+    pub since: Option<Instant>,
+}
+
+impl Held {
+    /// When the incomplete unit times out; None at rest.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.since.map(|s| s + PARTIAL_DEADLINE)
+    }
+}
+
+/// A server's entry point: feeds `input`, read at `now`, to `m` in `state`
+/// with what `held` kept from earlier reads. A unit left incomplete past
+/// [`PARTIAL_DEADLINE`] is a [`Fault::PartialTimeout`] (checked before the
+/// new bytes count). On error `out` holds the last word to send (a status,
+/// a close frame) before closing.
+pub fn feed_at<M: Machine>(
+    m: &mut M,
+    state: &mut u8,
+    held: &mut Held,
+    input: &[u8],
+    now: Instant,
+    out: &mut Vec<u8>,
+    events: &mut Vec<Event>,
+) -> Result<(), Fault> {
+    if let Some(f) = expire(m, *state, held, now, out) {
+        return Err(f);
+    }
+    let progress = feed_inner(m, state, &mut held.bytes, input, out, events)?;
+    held.since = match held.since {
+        _ if held.bytes.is_empty() => None,
+        // The unit held before is still the one incomplete.
+        Some(t) if !progress => Some(t),
+        _ => Some(now),
+    };
+    Ok(())
+}
+
+/// Ends a connection whose held unit is past its deadline at `now`: the
+/// fault, with the machine's last word in `out`. None while in time (or
+/// at rest).
+pub fn expire<M: Machine>(m: &M, state: u8, held: &Held, now: Instant, out: &mut Vec<u8>) -> Option<Fault> {
+    let due = held.deadline()?;
+    (now >= due).then(|| refuse(m, state, Fault::PartialTimeout, out))
+}
+
+/// Ends a connection for `fault` decided outside the machine (a deadline,
+/// the input budget): the machine's last word goes into `out`.
+pub fn refuse<M: Machine>(m: &M, state: u8, fault: Fault, out: &mut Vec<u8>) -> Fault {
+    m.last_word(state, fault, out);
+    fault
 }
 
 /// Feeds `input` to `m`: straight from the input when no unit is pending
@@ -303,26 +431,39 @@ pub fn feed<M: Machine>(
     out: &mut Vec<u8>,
     events: &mut Vec<Event>,
 ) -> Result<(), Fault> {
-    let tail = if partial.is_empty() {
+    feed_inner(m, state, partial, input, out, events).map(|_| ())
+}
+
+/// [`feed`], saying whether a unit was consumed.
+fn feed_inner<M: Machine>(
+    m: &mut M,
+    state: &mut u8,
+    partial: &mut Vec<u8>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    events: &mut Vec<Event>,
+) -> Result<bool, Fault> {
+    let (tail, progress) = if partial.is_empty() {
         let used = run(m, state, input, out, events)?;
-        &input[used..]
+        (&input[used..], used > 0)
     } else {
         partial.extend_from_slice(input);
         let used = run(m, state, partial, out, events)?;
         partial.drain(..used);
-        &[][..]
+        (&[][..], used > 0)
     };
     if !tail.is_empty() {
         partial.extend_from_slice(tail);
     }
     if partial.len() > m.cap(*state) {
-        return Err(m.too_large(*state));
+        // A machine refuses an overlong unit itself; this is the backstop.
+        return Err(refuse(m, *state, m.too_large(*state), out));
     }
     if partial.is_empty() {
         // Back at rest: give the buffer's memory back.
         *partial = Vec::new();
     }
-    Ok(())
+    Ok(progress)
 }
 
 /// Steps until a step uses nothing (an incomplete unit is left), also
@@ -344,6 +485,46 @@ fn run<M: Machine>(
     }
 }
 
+/// Feeding in pieces, for the machines' tests.
+#[cfg(test)]
+pub(crate) mod split {
+    use super::*;
+
+    /// What feeding gave: the result, the bytes to send, the events, the
+    /// state at the end.
+    pub(crate) type Verdict = (Result<(), Fault>, Vec<u8>, Vec<Event>, u8);
+
+    /// Feeds `bytes` cut at `cut` (two pieces) through [`feed_at`], all at
+    /// one instant; stops at the first fault.
+    pub(crate) fn fed<M: Machine>(mut m: M, mut state: u8, bytes: &[u8], cut: usize) -> Verdict {
+        let (now, mut held, mut out, mut ev) = (Instant::now(), Held::default(), Vec::new(), Vec::new());
+        for piece in [&bytes[..cut], &bytes[cut..]] {
+            let r = feed_at(&mut m, &mut state, &mut held, piece, now, &mut out, &mut ev);
+            if r.is_err() {
+                return (r, out, ev, state);
+            }
+        }
+        (Ok(()), out, ev, state)
+    }
+
+    /// Asserts that every cut in `cuts` gives the verdict of `bytes` fed
+    /// whole, and returns it.
+    pub(crate) fn same_for_every_cut<M: Machine>(
+        make: impl Fn() -> (M, u8),
+        bytes: &[u8],
+        cuts: impl Iterator<Item = usize>,
+    ) -> Verdict {
+        let (m, st) = make();
+        let whole = fed(m, st, bytes, bytes.len());
+        for cut in cuts {
+            let (m, st) = make();
+            let v = fed(m, st, bytes, cut);
+            assert!(v == whole, "cut at {cut} of {}: {:?} but whole: {:?}", bytes.len(), v.0, whole.0);
+        }
+        whole
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +541,9 @@ mod tests {
             Fault::WsHeaderTooLarge,
             Fault::WsFrameTooLarge,
             Fault::WsBadFrame,
+            Fault::WsBadUtf8,
+            Fault::PartialTimeout,
+            Fault::PartialBudget,
             Fault::MqttRefused(1),
             Fault::MqttRefused(5),
             Fault::MqttRefused(77),

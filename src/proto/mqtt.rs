@@ -10,7 +10,12 @@
 //! The server answers CONNECT with CONNACK, PINGREQ with PINGRESP,
 //! SUBSCRIBE with SUBACK (QoS 0 granted), UNSUBSCRIBE with UNSUBACK,
 //! acknowledges PUBLISH, and closes on DISCONNECT. It keeps no session and
-//! does not enforce the keepalive (it holds idle clients indefinitely).
+//! does not enforce the keepalive (it holds idle clients indefinitely). It
+//! checks what the spec makes it check, as mosquitto does: CONNECT's flags
+//! and exactly the fields they announce, UTF-8 strings without U+0000,
+//! topic filters and names, requested QoS 0 to 2; an empty client id
+//! without clean session gets CONNACK 0x02. A malformed packet closes the
+//! connection without an answer (MQTT 3.1.1 has none).
 //!
 //! Packets are capped at [`MAX_PACKET`]; the remaining length is the spec's
 //! varint of at most 4 bytes.
@@ -265,7 +270,41 @@ impl Machine for Client<'_> {
 #[derive(Debug, Default)]
 pub struct Server;
 
+/// An MQTT string as the spec wants it (1.5.3): UTF-8, no U+0000.
+fn check_str(s: &[u8]) -> Result<&str, Fault> {
+    match std::str::from_utf8(s) {
+        Ok(t) if !t.contains('\0') => Ok(t),
+        _ => Err(Fault::MqttBadPacket),
+    }
+}
+
+/// A topic filter (4.7): at least one character; `#` alone in the last
+/// level, `+` alone in its level.
+fn check_filter(s: &[u8]) -> Result<(), Fault> {
+    let t = check_str(s)?;
+    let levels: Vec<&str> = t.split('/').collect();
+    let ok = !t.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| match *l {
+            "#" => i + 1 == levels.len(),
+            "+" => true,
+            l => !l.contains(['#', '+']),
+        });
+    if ok { Ok(()) } else { Err(Fault::MqttBadPacket) }
+}
+
+/// A PUBLISH's topic name: at least one character, no wildcard.
+fn check_topic_name(body: &[u8]) -> Result<(), Fault> {
+    let (name, _) = str_at(body, 0)?;
+    let t = check_str(name)?;
+    if t.is_empty() || t.contains(['#', '+']) {
+        return Err(Fault::MqttBadPacket);
+    }
+    Ok(())
+}
+
 impl Server {
+    /// CONNECT (3.1): the variable header's flags, then exactly the payload
+    /// fields they announce.
     fn connect(body: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
         let (name, at) = str_at(body, 0).map_err(|_| Fault::MqttNotMqtt)?;
         let level = *body.get(at).ok_or(Fault::MqttBadPacket)?;
@@ -278,31 +317,82 @@ impl Server {
             }
             _ => return Err(Fault::MqttNotMqtt),
         }
-        if flags & 1 != 0 {
-            return Err(Fault::MqttBadPacket); // the reserved flag
+        let (clean, will, will_qos, will_retain) =
+            (flags & 0x02 != 0, flags & 0x04 != 0, (flags >> 3) & 3, flags & 0x20);
+        let (password, username) = (flags & 0x40 != 0, flags & 0x80 != 0);
+        let flags_ok = flags & 1 == 0 // the reserved flag
+            && will_qos != 3
+            && (will || (will_qos == 0 && will_retain == 0))
+            && (username || !password);
+        if !flags_ok {
+            return Err(Fault::MqttBadPacket);
         }
-        let (_, _) = str_at(body, at + 4)?; // the client id is there
+        let (id, mut at) = str_at(body, at + 4)?; // after the keepalive
+        check_str(id)?;
+        if will {
+            let (topic, next) = str_at(body, at)?;
+            check_str(topic)?;
+            (_, at) = str_at(body, next)?; // the will message: any bytes
+        }
+        if username {
+            let (user, next) = str_at(body, at)?;
+            check_str(user)?;
+            at = next;
+        }
+        if password {
+            (_, at) = str_at(body, at)?;
+        }
+        if at != body.len() {
+            return Err(Fault::MqttBadPacket); // bytes no flag announced
+        }
+        if id.is_empty() && !clean {
+            // A session must have a name to be kept (3.1.3.1).
+            out.extend_from_slice(&[CONNACK << 4, 2, 0, 2]);
+            return Err(Fault::MqttRefused(2));
+        }
         out.extend_from_slice(&[CONNACK << 4, 2, 0, 0]);
         Ok(())
     }
 
+    /// The topic filters of SUBSCRIBE or UNSUBSCRIBE after the packet id,
+    /// each followed by a requested QoS when `with_qos`; how many.
+    fn filters(body: &[u8], with_qos: bool) -> Result<usize, Fault> {
+        let mut at = 2;
+        let mut n = 0;
+        while at < body.len() {
+            let (filter, next) = str_at(body, at)?;
+            check_filter(filter)?;
+            at = next;
+            if with_qos {
+                // QoS 0 to 2; the reserved upper bits are 0.
+                if *body.get(at).ok_or(Fault::MqttBadPacket)? > 2 {
+                    return Err(Fault::MqttBadPacket);
+                }
+                at += 1;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Fault::MqttBadPacket); // at least one filter
+        }
+        Ok(n)
+    }
+
     fn subscribe(body: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
         let id = u16_at(body, 0)?;
-        let mut at = 2;
-        let mut granted = 0;
-        while at < body.len() {
-            let (_, next) = str_at(body, at)?;
-            body.get(next).ok_or(Fault::MqttBadPacket)?;
-            at = next + 1;
-            granted += 1;
-        }
-        if granted == 0 {
-            return Err(Fault::MqttBadPacket);
-        }
+        let granted = Server::filters(body, true)?;
         out.push(SUBACK << 4);
         write_len(2 + granted, out);
         out.extend_from_slice(&id.to_be_bytes());
         out.extend(std::iter::repeat_n(0u8, granted));
+        Ok(())
+    }
+
+    fn unsubscribe(body: &[u8], out: &mut Vec<u8>) -> Result<(), Fault> {
+        let id = u16_at(body, 0)?;
+        Server::filters(body, false)?;
+        out.extend_from_slice(&[UNSUBACK << 4, 2]);
+        out.extend_from_slice(&id.to_be_bytes());
         Ok(())
     }
 }
@@ -335,11 +425,11 @@ impl Machine for Server {
                 }
                 (OPEN, PINGREQ, 0) => out.extend_from_slice(&[PINGRESP << 4, 0]),
                 (OPEN, SUBSCRIBE, 2) => Server::subscribe(body, out)?,
-                (OPEN, UNSUBSCRIBE, 2) => {
-                    out.extend_from_slice(&[UNSUBACK << 4, 2]);
-                    out.extend_from_slice(&u16_at(body, 0)?.to_be_bytes());
+                (OPEN, UNSUBSCRIBE, 2) => Server::unsubscribe(body, out)?,
+                (OPEN, PUBLISH, f) => {
+                    check_topic_name(body)?;
+                    ack_publish(f, body, out)?;
                 }
-                (OPEN, PUBLISH, f) => ack_publish(f, body, out)?,
                 (OPEN, PUBREL, 2) => ack_pubrel(body, out)?,
                 (OPEN, PUBACK | PUBREC | PUBCOMP, _) => {}
                 (OPEN, DISCONNECT, 0) => {

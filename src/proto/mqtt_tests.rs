@@ -1,5 +1,7 @@
 use super::*;
-use crate::proto::feed;
+use std::time::{Duration, Instant};
+
+use crate::proto::{Held, PARTIAL_DEADLINE, expire, feed, feed_at, split};
 
 fn run<M: Machine>(m: &mut M, state: &mut u8, bytes: &[u8]) -> (Vec<u8>, Vec<Event>, Result<(), Fault>) {
     let (mut partial, mut out, mut ev) = (Vec::new(), Vec::new(), Vec::new());
@@ -154,4 +156,132 @@ fn fuzz_random_bytes() {
             off = end;
         }
     }
+}
+
+/// A CONNECT with these connect flags and payload fields, as sent.
+fn connect_with(flags: u8, fields: &[&[u8]]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+    for f in fields {
+        put_str(f, &mut body);
+    }
+    let mut p = vec![CONNECT << 4];
+    write_len(body.len(), &mut p);
+    p.extend_from_slice(&body);
+    p
+}
+
+fn server_fed(state: u8, bytes: &[u8]) -> split::Verdict {
+    split::same_for_every_cut(|| (Server, state), bytes, 0..=bytes.len())
+}
+
+/// #17: CONNECT flags without their fields and an empty client id without
+/// clean session were accepted; mosquitto refuses them, as the spec says.
+#[test]
+fn connect_is_checked_as_the_spec_says() {
+    let accepted = [
+        connect_with(0x02, &[b"id"]),
+        connect_with(0x02, &[b""]), // an empty id with clean session
+        connect_with(0x02 | 0x04 | 0x08, &[b"id", b"will/t", b"bye"]),
+        connect_with(0x02 | 0x80 | 0x40, &[b"id", b"user", b"pw"]),
+        connect_with(0x02 | 0x80, &[b"id", b"user"]),
+    ];
+    for p in accepted {
+        let (r, out, ev, st) = server_fed(server_state::AWAIT_CONNECT, &p);
+        assert_eq!((r, out, ev, st), (Ok(()), vec![0x20, 2, 0, 0], vec![Event::Ready], server_state::OPEN), "{p:02x?}");
+    }
+    let malformed = [
+        connect_with(0x02 | 0x04, &[b"id"]),            // will flag, no will topic or message
+        connect_with(0x02 | 0x04, &[b"id", b"will/t"]), // will flag, no will message
+        connect_with(0x02 | 0x80, &[b"id"]),            // username flag, no username
+        connect_with(0x02 | 0xC0, &[b"id", b"user"]),   // password flag, no password
+        connect_with(0x02 | 0x40, &[b"id", b"pw"]),     // password without username
+        connect_with(0x02 | 0x08, &[b"id"]),            // will QoS without will
+        connect_with(0x02 | 0x20, &[b"id"]),            // will retain without will
+        connect_with(0x02 | 0x04 | 0x18, &[b"id", b"t", b"m"]), // will QoS 3
+        connect_with(0x02, &[b"id", b"extra"]),         // bytes no flag announced
+        connect_with(0x02, &[&[0xC3, 0x28]]),           // a client id that is not UTF-8
+        connect_with(0x02, &[b"a\0b"]),                 // U+0000
+    ];
+    for p in malformed {
+        let (r, out, _, _) = server_fed(server_state::AWAIT_CONNECT, &p);
+        assert_eq!((r, out), (Err(Fault::MqttBadPacket), vec![]), "{p:02x?}: closed, no CONNACK");
+    }
+    let (r, out, _, _) = server_fed(server_state::AWAIT_CONNECT, &connect_with(0, &[b""]));
+    assert_eq!((r, out), (Err(Fault::MqttRefused(2)), vec![0x20, 2, 0, 2]), "identifier rejected");
+}
+
+fn subscribe_with(filters: &[(&[u8], u8)]) -> Vec<u8> {
+    let mut body = vec![0, 7];
+    for (f, qos) in filters {
+        put_str(f, &mut body);
+        body.push(*qos);
+    }
+    let mut p = vec![SUBSCRIBE << 4 | 2];
+    write_len(body.len(), &mut p);
+    p.extend_from_slice(&body);
+    p
+}
+
+/// #17: SUBSCRIBE with QoS 3 or a topic that is not UTF-8 was granted.
+#[test]
+fn subscribe_and_publish_topics_are_checked() {
+    let (r, out, _, _) = server_fed(server_state::OPEN, &subscribe_with(&[(b"a/+/c", 2), (b"#", 0), (b"+/x/#", 1)]));
+    assert_eq!((r, out), (Ok(()), vec![0x90, 5, 0, 7, 0, 0, 0]));
+    for bad in [
+        subscribe_with(&[(b"a", 3)]),
+        subscribe_with(&[(b"a", 0x40)]),
+        subscribe_with(&[(&[b'a', 0xFF], 0)]),
+        subscribe_with(&[(b"", 0)]),
+        subscribe_with(&[(b"a/#/b", 0)]),
+        subscribe_with(&[(b"a#", 0)]),
+        subscribe_with(&[(b"a+/b", 0)]),
+        subscribe_with(&[]),
+    ] {
+        let (r, out, _, _) = server_fed(server_state::OPEN, &bad);
+        assert_eq!((r, out), (Err(Fault::MqttBadPacket), vec![]), "{bad:02x?}");
+    }
+    let publish = |topic: &[u8]| {
+        let mut p = vec![PUBLISH << 4];
+        write_len(2 + topic.len() + 1, &mut p);
+        put_str(topic, &mut p);
+        p.push(b'x');
+        p
+    };
+    assert_eq!(server_fed(server_state::OPEN, &publish(b"a/b")).0, Ok(()));
+    for bad in [&b"a/+"[..], b"#", b"", &[0xC0, 0x80]] {
+        assert_eq!(server_fed(server_state::OPEN, &publish(bad)).0, Err(Fault::MqttBadPacket), "{bad:02x?}");
+    }
+}
+
+/// #17: the packet cap is decided from the fixed header, the same for
+/// every split.
+#[test]
+fn the_packet_cap_is_the_same_for_every_split() {
+    for (len, ok) in [(MAX_PACKET - 1, true), (MAX_PACKET, true), (MAX_PACKET + 1, false)] {
+        // PUBLISH QoS 0: fixed header 1 + 3 bytes, topic "t", payload.
+        let body = 2 + 1 + (len - 4 - 3);
+        let mut p = vec![PUBLISH << 4];
+        write_len(body, &mut p);
+        put_str(b"t", &mut p);
+        p.resize(len, b'x');
+        // Every cut of the refused packet; of the accepted ones every cut in
+        // the fixed header and around the ends, one in 89 between.
+        let cuts = (0..=p.len()).filter(|c| !ok || *c < 32 || p.len() - c < 32 || c % 89 == 0);
+        let (r, _, _, _) = split::same_for_every_cut(|| (Server, server_state::OPEN), &p, cuts);
+        assert_eq!(r, if ok { Ok(()) } else { Err(Fault::MqttTooLarge) }, "{len}");
+    }
+}
+
+/// #17: a packet left half-sent is held only until its deadline.
+#[test]
+fn a_stalled_packet_times_out() {
+    let p = connect_with(0x02, &[b"id"]);
+    let t0 = Instant::now();
+    let (mut st, mut held, mut out, mut ev) = (server_state::AWAIT_CONNECT, Held::default(), Vec::new(), Vec::new());
+    feed_at(&mut Server, &mut st, &mut held, &p[..5], t0, &mut out, &mut ev).unwrap();
+    assert_eq!(expire(&Server, st, &held, t0 + Duration::from_millis(4999), &mut out), None);
+    assert_eq!(expire(&Server, st, &held, t0 + PARTIAL_DEADLINE, &mut out), Some(Fault::PartialTimeout));
+    assert!(out.is_empty(), "MQTT 3.1.1 has no word for it: the connection closes");
+    feed_at(&mut Server, &mut st, &mut held, &p[5..], t0 + Duration::from_secs(1), &mut out, &mut ev).unwrap();
+    assert_eq!((held.since, st), (None, server_state::OPEN), "complete: nothing held, no deadline");
 }

@@ -7,9 +7,16 @@
 //! that the pong brings back, so no per-ping state is kept. It answers the
 //! server's pings and closes with the close handshake.
 //!
-//! The server parses the upgrade request, answers 101, echoes data frames
-//! (unmasked, same opcode and FIN bit, so fragmented messages pass through
-//! as they came), answers pings with pongs and a close with a close.
+//! The server parses the upgrade request (CRLF or LF line ends, as httparse
+//! reads them), answers 101, echoes data frames (unmasked, same opcode and
+//! FIN bit, so fragmented messages pass through as they came), answers
+//! pings with pongs and a close with a close. It checks what RFC 6455 makes
+//! it check: continuations only within a fragmented message, text (also
+//! split over fragments) and close reasons in UTF-8, close codes a peer may
+//! send, a close payload of 0 or at least 2 bytes. A broken rule closes
+//! with a close frame first: 1002, 1007 for UTF-8, 1009 for a frame past
+//! the cap; an upgrade past the header cap gets 431, one left incomplete
+//! past the deadline 408.
 //!
 //! Header blocks are capped at [`MAX_HEADER`] and frames at [`MAX_FRAME`]:
 //! a longer one is a fault, so no peer makes a connection buffer more. The
@@ -42,14 +49,22 @@ pub mod client_state {
     pub const CLOSED: u8 = 3;
 }
 
-/// The server's states.
+/// The server's states (0 to 11: four bits of the engine's record).
 pub mod server_state {
     /// Waiting for the upgrade request.
     pub const UPGRADE: u8 = 0;
-    /// Upgraded: frames flow.
+    /// Upgraded: frames flow, no fragmented message is under way.
     pub const OPEN: u8 = 1;
     /// A close was answered; nothing more is read.
     pub const CLOSED: u8 = 2;
+    /// A fragmented binary message is under way.
+    pub const IN_BINARY: u8 = 3;
+    /// A fragmented text message is under way: `IN_TEXT + s`, s the UTF-8
+    /// check's state at the end of the last fragment (0 to 7, 0 between
+    /// code points), so a code point split over fragments is checked whole.
+    pub const IN_TEXT: u8 = 4;
+    /// The highest state.
+    pub const LAST: u8 = IN_TEXT + 7;
 }
 
 const CONT: u8 = 0x0;
@@ -62,6 +77,10 @@ const PONG: u8 = 0xA;
 /// Close codes used here.
 const NORMAL: u16 = 1000;
 const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_PAYLOAD: u16 = 1007;
+const POLICY_VIOLATION: u16 = 1008;
+const MESSAGE_TOO_BIG: u16 = 1009;
+const TRY_AGAIN_LATER: u16 = 1013;
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (as sent, base64).
 pub fn accept_key(key_b64: &[u8]) -> String {
@@ -193,7 +212,11 @@ fn head(b: &[u8]) -> Result<Option<Head>, Fault> {
     if opcode >= CLOSE && (!fin || len > 125) {
         return Err(Fault::WsBadFrame); // control frames are whole and short
     }
-    if len > MAX_FRAME as u64 {
+    // The cap counts the whole frame, header and mask key included, and is
+    // decided here from the header's bytes alone: the same verdict however
+    // the frame arrives.
+    let whole = len.saturating_add(at as u64 + if masked { 4 } else { 0 });
+    if whole > MAX_FRAME as u64 {
         return Err(Fault::WsFrameTooLarge);
     }
     let mask = if masked {
@@ -224,9 +247,11 @@ fn unmask(payload: &[u8], mask: Option<[u8; 4]>) -> impl Iterator<Item = u8> + '
     payload.iter().enumerate().map(move |(i, b)| mask.map_or(*b, |k| b ^ k[i % 4]))
 }
 
-/// The end of the header block (after `\r\n\r\n`), None while incomplete.
+/// The end of the header block (after `\r\n\r\n`) within its first
+/// [`MAX_HEADER`] bytes, None while incomplete: a block ending later is too
+/// large however it arrived.
 fn header_end(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    b[..b.len().min(MAX_HEADER)].windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
 fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
@@ -354,24 +379,35 @@ pub struct Server;
 const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 const UPGRADE_REQUIRED: &[u8] =
     b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+const TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+const TOO_LARGE: &[u8] =
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 impl Server {
+    /// The upgrade request at the front of `b`. The block must end within
+    /// its first [`MAX_HEADER`] bytes; line ends are CRLF or LF, as
+    /// httparse reads them.
     fn upgrade(b: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<usize, Fault> {
         let n = b.len().min(4);
         if b[..n] != b"GET "[..n] {
             return Err(Fault::WsBadRequest); // another protocol: no answer
         }
-        let Some(end) = header_end(b) else {
-            return if b.len() > MAX_HEADER { Err(Fault::WsHeaderTooLarge) } else { Ok(0) };
-        };
         let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut hs);
-        let parsed = matches!(req.parse(&b[..end]), Ok(httparse::Status::Complete(_)));
+        let end = match req.parse(&b[..b.len().min(MAX_HEADER)]) {
+            Ok(httparse::Status::Complete(end)) => end,
+            Ok(httparse::Status::Partial) if b.len() > MAX_HEADER => return Err(Fault::WsHeaderTooLarge),
+            Ok(httparse::Status::Partial) => return Ok(0),
+            Err(_) => {
+                out.extend_from_slice(BAD_REQUEST);
+                return Err(Fault::WsBadRequest);
+            }
+        };
         let h = req.headers;
         let key = header(h, "Sec-WebSocket-Key").map(<[u8]>::trim_ascii);
         let key_ok = key.is_some_and(|k| B64.decode(k).is_ok_and(|d| d.len() == 16));
-        let upgrade = parsed
-            && req.version == Some(1)
+        let upgrade = req.version == Some(1)
             && header(h, "Upgrade").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
             && has_token(header(h, "Connection"), "upgrade");
         if !upgrade || !key_ok {
@@ -389,6 +425,60 @@ impl Server {
         events.push(Event::Ready);
         Ok(end)
     }
+
+    /// The frames at the front of `b` once upgraded.
+    fn frames(state: &mut u8, b: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<usize, Fault> {
+        use server_state::*;
+        frames(b, |h, payload| {
+            if h.mask.is_none() {
+                return Err(Fault::WsBadFrame); // a client always masks
+            }
+            match h.opcode {
+                PING => {
+                    let p: Vec<u8> = unmask(payload, h.mask).collect();
+                    encode(PONG, &p, None, out);
+                }
+                PONG => {}
+                CLOSE => {
+                    let p: Vec<u8> = unmask(payload, h.mask).collect();
+                    check_close(&p)?;
+                    encode(CLOSE, &p[..p.len().min(2)], None, out);
+                    events.push(Event::PeerClose);
+                    *state = CLOSED;
+                    return Ok(false);
+                }
+                op => {
+                    // Data: a new message only between messages, a
+                    // continuation only within one.
+                    let text = match (*state, op) {
+                        (OPEN, TEXT) => Some(0),
+                        (OPEN, BINARY) | (IN_BINARY, CONT) => None,
+                        (s, CONT) if s >= IN_TEXT => Some(s - IN_TEXT),
+                        _ => return Err(Fault::WsBadFrame),
+                    };
+                    // Echo: same opcode and FIN, unmasked, payload unmasked
+                    // straight into the output (taken back if not UTF-8).
+                    let start = out.len();
+                    write_header(h.fin, op, false, payload.len(), out);
+                    let body = out.len();
+                    out.extend(unmask(payload, h.mask));
+                    *state = match text {
+                        None if h.fin => OPEN,
+                        None => IN_BINARY,
+                        Some(u) => match utf8_check(u, &out[body..]) {
+                            Some(0) if h.fin => OPEN,
+                            Some(u) if !h.fin => IN_TEXT + u,
+                            _ => {
+                                out.truncate(start);
+                                return Err(Fault::WsBadUtf8);
+                            }
+                        },
+                    };
+                }
+            }
+            Ok(true)
+        })
+    }
 }
 
 impl Machine for Server {
@@ -402,43 +492,98 @@ impl Machine for Server {
 
     fn step(&mut self, state: &mut u8, b: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) -> Result<usize, Fault> {
         use server_state::*;
-        match *state {
-            UPGRADE => {
-                let n = Server::upgrade(b, out, events)?;
+        let r = match *state {
+            UPGRADE => Server::upgrade(b, out, events).inspect(|&n| {
                 if n > 0 {
                     *state = OPEN;
                 }
-                Ok(n)
-            }
-            CLOSED => Ok(b.len()),
-            _ => frames(b, |h, payload| {
-                if h.mask.is_none() {
-                    encode(CLOSE, &PROTOCOL_ERROR.to_be_bytes(), None, out);
-                    return Err(Fault::WsBadFrame); // a client always masks
-                }
-                match h.opcode {
-                    PING => {
-                        let p: Vec<u8> = unmask(payload, h.mask).collect();
-                        encode(PONG, &p, None, out);
-                    }
-                    PONG => {}
-                    CLOSE => {
-                        let code: Vec<u8> = unmask(payload, h.mask).take(2).collect();
-                        encode(CLOSE, &code, None, out);
-                        events.push(Event::PeerClose);
-                        *state = CLOSED;
-                        return Ok(false);
-                    }
-                    op => {
-                        // Echo: same opcode and FIN, unmasked, payload
-                        // unmasked straight into the output.
-                        write_header(h.fin, op, false, payload.len(), out);
-                        out.extend(unmask(payload, h.mask));
-                    }
-                }
-                Ok(true)
             }),
+            CLOSED => Ok(b.len()),
+            _ => Server::frames(state, b, out, events),
+        };
+        r.inspect_err(|&f| self.last_word(*state, f, out))
+    }
+
+    fn last_word(&self, state: u8, fault: Fault, out: &mut Vec<u8>) {
+        use server_state::*;
+        if state == UPGRADE {
+            // The 400 and 426 answers are written where they are decided.
+            let status = match fault {
+                Fault::WsHeaderTooLarge => TOO_LARGE,
+                Fault::PartialTimeout => TIMEOUT,
+                Fault::PartialBudget => UNAVAILABLE,
+                _ => return,
+            };
+            out.extend_from_slice(status);
+            return;
         }
+        if state == CLOSED {
+            return;
+        }
+        let code = match fault {
+            Fault::WsBadUtf8 => INVALID_PAYLOAD,
+            Fault::WsFrameTooLarge => MESSAGE_TOO_BIG,
+            Fault::PartialTimeout => POLICY_VIOLATION,
+            Fault::PartialBudget => TRY_AGAIN_LATER,
+            _ => PROTOCOL_ERROR,
+        };
+        encode(CLOSE, &code.to_be_bytes(), None, out);
+    }
+}
+
+/// A close frame's payload: empty, or a code RFC 6455 lets a peer send
+/// followed by a UTF-8 reason.
+fn check_close(p: &[u8]) -> Result<(), Fault> {
+    let [a, b, reason @ ..] = p else {
+        return if p.is_empty() { Ok(()) } else { Err(Fault::WsBadFrame) }; // a 1-byte payload
+    };
+    // 1004-1006 and 1015 are reserved (never sent), 1016-2999 unassigned,
+    // below 1000 and from 5000 undefined.
+    if !matches!(u16::from_be_bytes([*a, *b]), 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(Fault::WsBadFrame);
+    }
+    std::str::from_utf8(reason).map(|_| ()).map_err(|_| Fault::WsBadUtf8)
+}
+
+/// Checks `b` as the next bytes of UTF-8 text, starting in state `s` (0
+/// between code points, see [`utf8_byte`]): the state at its end, None when
+/// invalid.
+pub(crate) fn utf8_check(mut s: u8, b: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    // Finish a code point begun in an earlier fragment.
+    while s != 0 {
+        let Some(&x) = b.get(i) else { return Some(s) };
+        s = utf8_byte(s, x)?;
+        i += 1;
+    }
+    match std::str::from_utf8(&b[i..]) {
+        Ok(_) => Some(0),
+        Err(e) if e.error_len().is_none() => {
+            // A code point cut at the end: carry its state.
+            b[i + e.valid_up_to()..].iter().try_fold(0, |s, &x| utf8_byte(s, x))
+        }
+        Err(_) => None,
+    }
+}
+
+/// One byte of the UTF-8 check. States: 0 between code points; 1, 2, 3
+/// continuation bytes (80-BF) left; 4 after E0 (next A0-BF), 5 after ED
+/// (next 80-9F, no surrogates), 6 after F0 (next 90-BF), 7 after F4 (next
+/// 80-8F, at most U+10FFFF). None: not UTF-8.
+fn utf8_byte(s: u8, x: u8) -> Option<u8> {
+    match (s, x) {
+        (0, 0x00..=0x7F) => Some(0),
+        (0, 0xC2..=0xDF) => Some(1),
+        (0, 0xE0) => Some(4),
+        (0, 0xE1..=0xEC | 0xEE..=0xEF) => Some(2),
+        (0, 0xED) => Some(5),
+        (0, 0xF0) => Some(6),
+        (0, 0xF1..=0xF3) => Some(3),
+        (0, 0xF4) => Some(7),
+        (1..=3, 0x80..=0xBF) => Some(s - 1),
+        (4, 0xA0..=0xBF) | (5, 0x80..=0x9F) => Some(1),
+        (6, 0x90..=0xBF) | (7, 0x80..=0x8F) => Some(2),
+        _ => None,
     }
 }
 

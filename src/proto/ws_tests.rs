@@ -1,5 +1,7 @@
 use super::*;
-use crate::proto::feed;
+use std::time::{Duration, Instant};
+
+use crate::proto::{Held, PARTIAL_DEADLINE, expire, feed, feed_at, refuse, split};
 
 const KEY: [u8; 16] = *b"0123456789abcdef";
 
@@ -246,6 +248,223 @@ fn fuzz_random_bytes() {
             }
             assert!(partial.len() <= MAX_HEADER.max(MAX_FRAME));
             off = end;
+        }
+    }
+}
+
+/// An upgrade request of exactly `len` bytes (padded by a header).
+fn request_of(len: usize, eol: &str) -> Vec<u8> {
+    let head = format!(
+        "GET / HTTP/1.1{eol}Host: x{eol}Upgrade: websocket{eol}Connection: Upgrade{eol}Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg=={eol}Sec-WebSocket-Version: 13{eol}X-Pad: "
+    );
+    let pad = len - head.len() - 2 * eol.len();
+    format!("{head}{}{eol}{eol}", "a".repeat(pad)).into_bytes()
+}
+
+fn upgraded_server() -> (Server, u8) {
+    (Server, server_state::OPEN)
+}
+
+/// A masked client frame.
+fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    encode_part(fin, opcode, payload, Some([0x11, 0x22, 0x33, 0x44]), &mut f);
+    f
+}
+
+fn close_code(out: &[u8]) -> Option<u16> {
+    let h = head(out).ok()??;
+    (h.opcode == CLOSE && h.len >= 2).then(|| u16::from_be_bytes([out[h.at], out[h.at + 1]]))
+}
+
+/// #17: the header cap is the block's own length: a 9 KB request in one
+/// read was upgraded, the same in two reads refused.
+#[test]
+fn the_header_cap_is_the_same_for_every_split() {
+    let upgrade = || (Server, server_state::UPGRADE);
+    for (len, ok) in [(MAX_HEADER - 1, true), (MAX_HEADER, true), (MAX_HEADER + 1, false), (9000, false)] {
+        let req = request_of(len, "\r\n");
+        assert_eq!(req.len(), len);
+        let (r, out, _, _) = split::same_for_every_cut(upgrade, &req, 0..=req.len());
+        if ok {
+            assert_eq!(r, Ok(()), "{len}");
+            assert!(out.starts_with(b"HTTP/1.1 101"), "{len}");
+        } else {
+            assert_eq!(r, Err(Fault::WsHeaderTooLarge), "{len}");
+            assert!(out.starts_with(b"HTTP/1.1 431"), "{len}: answered, then closed");
+        }
+    }
+}
+
+/// #17: frames of 65,523 to 65,536 bytes passed or failed depending on
+/// how they arrived: the cap is the whole frame's length, from its header.
+#[test]
+fn the_frame_cap_is_the_same_for_every_split() {
+    // A masked frame with a 16-bit length has 8 header bytes.
+    for (payload, ok) in [(MAX_FRAME - 8, true), (MAX_FRAME - 7, false), (MAX_FRAME - 6, false), (0xFFFF, false)] {
+        let frame = masked(true, BINARY, &vec![0x5A; payload]);
+        assert_eq!(frame.len(), payload + 8);
+        // Every cut of a refused frame (refused from its header: cheap);
+        // of the accepted one, each echoed whole, every cut in the header
+        // and around the ends and one in 97 between.
+        let cuts = (0..=frame.len()).filter(|c| !ok || *c < 32 || frame.len() - c < 32 || c % 97 == 0);
+        let (r, out, _, st) = split::same_for_every_cut(upgraded_server, &frame, cuts);
+        if ok {
+            assert_eq!((r, st), (Ok(()), server_state::OPEN), "{payload}");
+            assert_eq!(out.len(), payload + 4, "echoed unmasked");
+        } else {
+            assert_eq!(r, Err(Fault::WsFrameTooLarge), "{payload}");
+            assert_eq!(close_code(&out), Some(MESSAGE_TOO_BIG), "{payload}: closed with 1009");
+        }
+    }
+}
+
+/// #17: a request with LF-only line ends was held forever; httparse reads
+/// it, so it is answered at once, and a partial one times out with 408.
+#[test]
+fn an_lf_only_request_is_answered_and_a_stalled_one_times_out() {
+    let req = request_of(300, "\n");
+    let (r, out, ev, st) = split::same_for_every_cut(|| (Server, server_state::UPGRADE), &req, 0..=req.len());
+    assert_eq!((r, ev, st), (Ok(()), vec![Event::Ready], server_state::OPEN));
+    assert!(out.starts_with(b"HTTP/1.1 101"));
+
+    let t0 = Instant::now();
+    let (mut st, mut held, mut out, mut ev) = (server_state::UPGRADE, Held::default(), Vec::new(), Vec::new());
+    feed_at(&mut Server, &mut st, &mut held, &req[..100], t0, &mut out, &mut ev).unwrap();
+    assert_eq!(held.deadline(), Some(t0 + PARTIAL_DEADLINE), "from the first byte");
+    let later = t0 + PARTIAL_DEADLINE - Duration::from_millis(1);
+    feed_at(&mut Server, &mut st, &mut held, &req[100..200], later, &mut out, &mut ev).unwrap();
+    assert_eq!(held.deadline(), Some(t0 + PARTIAL_DEADLINE), "more of the same block: the same deadline");
+    assert_eq!(expire(&Server, st, &held, later, &mut out), None);
+    let due = t0 + PARTIAL_DEADLINE;
+    assert_eq!(expire(&Server, st, &held, due, &mut out), Some(Fault::PartialTimeout));
+    assert!(out.starts_with(b"HTTP/1.1 408"));
+    // Bytes arriving after the deadline do not save it.
+    let (mut out, mut ev) = (Vec::new(), Vec::new());
+    let r = feed_at(&mut Server, &mut st, &mut held, &req[200..], due, &mut out, &mut ev);
+    assert_eq!(r, Err(Fault::PartialTimeout));
+}
+
+/// A frame left half-sent times out with close 1008; a completed frame
+/// followed by a new partial one starts a new deadline.
+#[test]
+fn a_stalled_frame_times_out_with_a_close() {
+    let frame = masked(true, BINARY, &[7; 300]);
+    let t0 = Instant::now();
+    let (mut st, mut held, mut out, mut ev) = (server_state::OPEN, Held::default(), Vec::new(), Vec::new());
+    feed_at(&mut Server, &mut st, &mut held, &frame[..200], t0, &mut out, &mut ev).unwrap();
+    let t1 = t0 + Duration::from_secs(3);
+    let next = [&frame[200..], &frame[..10]].concat();
+    feed_at(&mut Server, &mut st, &mut held, &next, t1, &mut out, &mut ev).unwrap();
+    assert_eq!(held.deadline(), Some(t1 + PARTIAL_DEADLINE), "a new unit, a new deadline");
+    assert_eq!(held.bytes.len(), 10);
+    let mut last = Vec::new();
+    assert_eq!(expire(&Server, st, &held, t1 + PARTIAL_DEADLINE, &mut last), Some(Fault::PartialTimeout));
+    assert_eq!(close_code(&last), Some(POLICY_VIOLATION));
+    let mut last = Vec::new();
+    assert_eq!(refuse(&Server, st, Fault::PartialBudget, &mut last), Fault::PartialBudget);
+    assert_eq!(close_code(&last), Some(TRY_AGAIN_LATER));
+}
+
+/// #17: invalid UTF-8 in text, also split over fragments, and orphan
+/// continuations were echoed; now 1007 and 1002, and nothing echoed.
+#[test]
+fn text_is_utf8_and_fragments_come_in_order() {
+    let e_acute = "é".as_bytes(); // C3 A9
+    let euro = "€".as_bytes(); // E2 82 AC
+    let cases: Vec<(Vec<Vec<u8>>, Option<u16>)> = vec![
+        (vec![masked(true, TEXT, "héllo €".as_bytes())], None),
+        (vec![masked(false, TEXT, &[b'a', e_acute[0]]), masked(true, CONT, &[e_acute[1]])], None),
+        (
+            vec![
+                masked(false, TEXT, &euro[..1]),
+                masked(false, CONT, &[]),
+                masked(true, PING, b"p"),
+                masked(false, CONT, &euro[1..2]),
+                masked(true, CONT, &euro[2..]),
+            ],
+            None,
+        ),
+        (vec![masked(false, BINARY, &[0xFF]), masked(true, CONT, &[0xFE])], None),
+        (vec![masked(true, TEXT, &[0xFF])], Some(INVALID_PAYLOAD)),
+        (vec![masked(true, TEXT, &[0xED, 0xA0, 0x80])], Some(INVALID_PAYLOAD)), // a surrogate
+        (vec![masked(false, TEXT, &[e_acute[0]]), masked(true, CONT, b"A")], Some(INVALID_PAYLOAD)),
+        (vec![masked(true, TEXT, &euro[..2])], Some(INVALID_PAYLOAD)), // cut at the end
+        (vec![masked(false, TEXT, &euro[..2]), masked(true, CONT, &[])], Some(INVALID_PAYLOAD)),
+        (vec![masked(true, CONT, b"orphan")], Some(PROTOCOL_ERROR)),
+        (vec![masked(false, TEXT, b"a"), masked(true, TEXT, b"b")], Some(PROTOCOL_ERROR)),
+        (vec![masked(false, BINARY, b"a"), masked(true, BINARY, b"b")], Some(PROTOCOL_ERROR)),
+    ];
+    for (i, (frames, want)) in cases.into_iter().enumerate() {
+        let wire = frames.concat();
+        let (r, out, _, st) = split::same_for_every_cut(upgraded_server, &wire, 0..=wire.len());
+        match want {
+            None => assert_eq!((r, st), (Ok(()), server_state::OPEN), "case {i}"),
+            Some(code) => {
+                assert!(r.is_err(), "case {i}");
+                // What came before the bad frame is echoed; the bad frame
+                // is not, the close follows.
+                let last = frames.last().map(Vec::len).unwrap_or(0);
+                let good = split::fed(Server, server_state::OPEN, &wire[..wire.len() - last], 0);
+                assert_eq!(&out[..good.1.len()], &good.1[..], "case {i}");
+                assert_eq!(close_code(&out[good.1.len()..]), Some(code), "case {i}");
+            }
+        }
+    }
+}
+
+/// #17: a 1-byte close payload and codes RFC 6455 does not let a peer send
+/// were echoed; now 1002 (1007 for a reason that is not UTF-8).
+#[test]
+fn close_codes_are_checked() {
+    let close_with = |p: &[u8]| split::fed(Server, server_state::OPEN, &masked(true, CLOSE, p), 0);
+    for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+        let (r, out, ev, _) = close_with(&code.to_be_bytes());
+        assert_eq!((r, ev), (Ok(()), vec![Event::PeerClose]), "{code}");
+        assert_eq!(close_code(&out), Some(code), "{code} echoed");
+    }
+    let (r, out, _, _) = close_with(&[]);
+    assert_eq!((r, out), (Ok(()), vec![0x88, 0]), "an empty close");
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        let (r, out, _, _) = close_with(&code.to_be_bytes());
+        assert_eq!(r, Err(Fault::WsBadFrame), "{code}");
+        assert_eq!(close_code(&out), Some(PROTOCOL_ERROR), "{code}");
+    }
+    let (r, out, _, _) = close_with(&[0x03]);
+    assert_eq!((r, close_code(&out)), (Err(Fault::WsBadFrame), Some(PROTOCOL_ERROR)), "1-byte payload");
+    let (r, out, _, _) = close_with(&[0x03, 0xE8, 0xFF]);
+    assert_eq!((r, close_code(&out)), (Err(Fault::WsBadUtf8), Some(INVALID_PAYLOAD)), "reason not UTF-8");
+}
+
+/// #17: protocol errors closed without a close frame; now 1002 first.
+#[test]
+fn protocol_errors_send_1002_then_close() {
+    for bad in [vec![0x82 | 0x40, 0x80, 1, 2, 3, 4], vec![0x83, 0x80, 1, 2, 3, 4], vec![0x09, 0x80, 1, 2, 3, 4]] {
+        let (r, out, _, _) = split::fed(Server, server_state::OPEN, &bad, 0);
+        assert_eq!(r, Err(Fault::WsBadFrame), "{bad:02x?}");
+        assert_eq!(out, [0x88, 2, 0x03, 0xEA], "{bad:02x?}");
+    }
+}
+
+#[test]
+fn the_utf8_check_agrees_with_std_at_every_cut() {
+    let mut next = crate::testing::xorshift(0xD00D);
+    let samples: Vec<Vec<u8>> = (0..3000)
+        .map(|i| {
+            if i % 2 == 0 {
+                let s: String =
+                    (0..(next() % 12)).filter_map(|_| char::from_u32((next() % 0x11_0000) as u32)).collect();
+                s.into_bytes()
+            } else {
+                (0..(next() % 12)).map(|_| next() as u8).collect()
+            }
+        })
+        .collect();
+    for b in samples {
+        let valid = std::str::from_utf8(&b).is_ok();
+        for cut in 0..=b.len() {
+            let end = utf8_check(0, &b[..cut]).and_then(|s| utf8_check(s, &b[cut..]));
+            assert_eq!(end == Some(0), valid, "{b:02x?} cut at {cut}");
         }
     }
 }

@@ -51,6 +51,16 @@ pub struct Summary {
     pub transitions: Vec<Transition>,
 }
 
+/// The smallest `--memory-budget` a serve holding `idle` bytes with no
+/// connection may have: idle, it must sit below the `low` mark (where a
+/// drained backend admits again), else it would drain before its first
+/// connection. Whole MiB, at least one.
+pub fn budget_floor(idle: u64, low: f64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let need = (idle as f64 / low.clamp(0.01, 1.0)).ceil() as u64;
+    need.div_ceil(MIB).max(1) * MIB
+}
+
 /// The headroom meter, the agent's state machine and the agent port.
 #[derive(Debug)]
 pub struct Throttle {
@@ -83,8 +93,24 @@ impl Throttle {
     ) -> Result<Self> {
         let fs = ProcFs::default();
         let source = match budget {
-            Some(0) => return Err(Error::Input("--memory-budget must be above 0 (example: 64MiB)".into())),
-            Some(b) => Source::Budget(b),
+            Some(b) => {
+                // What this serve holds now, idle: its shards are running.
+                let idle = crate::machine::rss_anon(std::process::id()).unwrap_or(0);
+                let floor = budget_floor(idle, marks.low);
+                if b < floor {
+                    return Err(Error::Refused {
+                        reason: format!(
+                            "--memory-budget {} is below the {} an idle serve needs here ({} of anonymous memory, under the {:.0}% mark where a drained backend admits again)",
+                            human_bytes(b),
+                            human_bytes(floor),
+                            human_bytes(idle),
+                            marks.low * 100.0
+                        ),
+                        fix: format!("give --memory-budget {}MiB or more (example: 64MiB)", floor >> 20),
+                    });
+                }
+                Source::Budget(b)
+            }
             None => match cgroup::memory(&fs) {
                 Ok(Some(c)) if c.limit.is_some() => Source::Cgroup(c),
                 _ => Source::Machine,
@@ -260,5 +286,19 @@ impl Throttle {
                 Some((m.total.saturating_sub(margin(m.total)), m.in_use()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_floor_keeps_an_idle_serve_below_the_low_mark() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(budget_floor(0, 0.55), MIB, "at least one MiB");
+        assert_eq!(budget_floor(700 << 10, 0.55), 2 * MIB, "700 KiB / 55% = 1.24 MiB, up to 2");
+        assert_eq!(budget_floor(11 * MIB, 0.55), 20 * MIB);
+        assert!(budget_floor(11 * MIB, 0.55) as f64 * 0.55 >= (11 * MIB) as f64);
     }
 }

@@ -4,7 +4,10 @@
 //! spreads new connections over the shards' accept queues. `silent` reads and
 //! discards; `echo` writes back with backpressure. Admission control refuses
 //! new connections (with RST) above `--max-conns` or above the memory
-//! watermark, and admits again below the low mark.
+//! watermark, and admits again below the low mark. In ws and mqtt modes a
+//! header block, frame or packet split over reads is held 5 s at most and
+//! within a budget all connections share ([`input`]); memory freed goes
+//! back to the kernel, so RSS follows what is live.
 //!
 //! Its headroom is measured once a second ([`headroom`]) against
 //! `--memory-budget`, else its cgroup's memory limit, else the machine, and
@@ -15,6 +18,7 @@
 pub mod agent;
 pub mod agent_port;
 pub mod headroom;
+pub mod input;
 pub mod metrics;
 pub mod server;
 pub mod shard;
@@ -186,6 +190,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before any thread starts, so every shard inherits the blocked mask and
     // only the watcher ever takes these signals.
     crate::interrupt::install().context("watching SIGINT/SIGTERM")?;
+    // Memory freed after a burst (incomplete frames, TLS handshakes) goes
+    // back to the kernel, so RSS and the agent follow what is live (#17).
+    process::return_freed_promptly();
     let plan = shard_plan(&args)?;
     let backlog = ProcFs::default().sysctl_u64("net.core.somaxconn").unwrap_or(4096).min(i32::MAX as u64) as i32;
     let max_memory = match args.max_memory {
@@ -210,6 +217,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limit = plan.per_shard.saturating_mul(plan.shards as u64);
     let mut throttle =
         headroom::Throttle::start(args.memory_budget, args.agent, args.agent_marks, args.agent_reaction, limit)?;
+    if let Some(b) = args.memory_budget {
+        // Incomplete input may take a quarter of the budget.
+        server.input_budget().set_limit(server::INPUT_BUDGET.min(b / 4));
+    }
     let mut human = output::human(args.json.as_deref());
     if let Some((_, Some(pem))) = &tls {
         writeln!(human, "tls self-signed certificate {}", pem.display())?;
@@ -224,7 +235,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut last = (Instant::now(), 0u64, u64::MAX);
     let mut timeline = crate::load::timeline::Recorder::start(started, 0);
     let mut next_status = Instant::now();
-    let mut trimmed = 0u64;
+    let mut trimmed = (0u64, 0u64, 0u64);
     let signal = loop {
         let look = if last.2 == last.1 { IDLE_LOOK } else { BUSY_LOOK };
         let sig = crate::interrupt::wait(look);
@@ -238,6 +249,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let now = Instant::now();
         if now >= next_status {
             next_status = now + IDLE_LOOK;
+            // A second without accepts after connections closed, buffers
+            // were released or TLS handshakes ran: what they freed goes back
+            // to the kernel before memory is measured, so RSS (and the
+            // agent's drain) follows what is live, in every mode.
+            let freed = (t.opened, t.closed, server.input_budget().released());
+            if t.opened == last.1 && freed != trimmed {
+                crate::sys::process::trim_heap();
+                trimmed = freed;
+            }
             // Once a second: the agent's rate estimate is calibrated for it.
             let view = throttle.tick(t.open, t.opened);
             if let Some(ok) = throttle.budget_admits() {
@@ -249,12 +269,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if live {
                 let rate = (t.opened - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
                 status_line(&t, rate, server.shards(), started.elapsed(), tty, &throttle.status());
-            }
-            // A second without accepts after TLS handshakes: what they freed
-            // goes back to the kernel, so RSS is what the connections hold.
-            if tls.is_some() && t.opened == last.1 && t.opened != trimmed {
-                crate::sys::process::trim_heap();
-                trimmed = t.opened;
             }
             last = (now, t.opened, last.1);
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Mode;
+use super::input::InputBudget;
 use super::shard::{Shard, ShardSetup};
 use crate::engine::elastic::{self, Group, Policy};
 use crate::engine::gate::{Gate, Watermark};
@@ -44,6 +45,10 @@ pub struct ServerConfig {
     pub backlog: i32,
 }
 
+/// The default budget of incomplete input (header blocks, frames, packets
+/// split over reads) across all connections: a thousand 64 KiB frames.
+pub const INPUT_BUDGET: u64 = 64 << 20;
+
 /// How long a shard steered away from stays empty before it retires.
 const RETIRE_GRACE: Duration = Duration::from_secs(1);
 
@@ -65,6 +70,7 @@ pub struct Server {
     retiring: HashMap<usize, Instant>,
     peak_shards: usize,
     warning: Option<String>,
+    input: Arc<InputBudget>,
 }
 
 impl Server {
@@ -79,7 +85,15 @@ impl Server {
         let procfs = ProcFs::default();
         let (tcp, holders) = resolve(&config.listen, config.udp)?;
         let udp = if config.udp { tcp.clone() } else { Vec::new() };
-        let setup = Arc::new(ShardSetup { tcp: tcp.clone(), udp, backlog: config.backlog, mode: config.mode, tls });
+        let input = Arc::new(InputBudget::new(INPUT_BUDGET));
+        let setup = Arc::new(ShardSetup {
+            tcp: tcp.clone(),
+            udp,
+            backlog: config.backlog,
+            mode: config.mode,
+            tls,
+            input: input.clone(),
+        });
         let gate = Arc::new(Gate::new(config.max_conns.unwrap_or(u64::MAX)));
         let watermark = match config.max_memory {
             Some(high) => {
@@ -126,6 +140,7 @@ impl Server {
             retiring: HashMap::new(),
             peak_shards,
             warning: None,
+            input,
         })
     }
 
@@ -235,6 +250,12 @@ impl Server {
     /// True while the memory watermark admits new connections.
     pub fn memory_ok(&self) -> bool {
         self.gate.memory_ok()
+    }
+
+    /// The budget of incomplete input the shards share (ws and mqtt): what
+    /// is held now, what was given back, its limit.
+    pub fn input_budget(&self) -> &InputBudget {
+        &self.input
     }
 
     /// Asks every shard to stop, without waiting.

@@ -7,7 +7,7 @@
 //! peer that never stops sending, or a flood of connects, cannot keep the
 //! loop from seeing a stop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Mode;
+use super::input::InputBudget;
 use crate::engine::gate::{Admit, Gate};
 use crate::engine::reactor::{CLOSE_REPORT_EVERY, Handler, Turn};
 use crate::engine::shard::Mail;
@@ -22,7 +23,7 @@ use crate::engine::stats::ShardStats;
 use crate::engine::table::{ConnTable, Record};
 use crate::engine::token::Token;
 use crate::error::{Error, Result};
-use crate::proto::{self, Event, mqtt, tls, ws};
+use crate::proto::{self, Event, Fault, Held, mqtt, tls, ws};
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errno_of;
 use crate::sys::net::{self, Io, Kind};
@@ -54,10 +55,12 @@ pub struct ShardSetup {
     pub mode: Mode,
     /// TLS under the mode, if any.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// ws and mqtt: the budget of incomplete input all shards share.
+    pub input: Arc<InputBudget>,
 }
 
 /// The server's per-connection record: one byte of flags and, in ws and
-/// mqtt modes, the protocol's state in two bits of it.
+/// mqtt modes, the protocol's state in four bits of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Conn(u8);
 
@@ -67,9 +70,10 @@ const BLOCKED: u8 = 2;
 /// The peer sent FIN, or the protocol ended the session: close once the
 /// pending bytes are out.
 const EOF: u8 = 4;
-/// The protocol's state (0 to 3, see [`crate::proto`]) in bits 3 and 4.
+/// The protocol's state (0 to 15, see [`crate::proto`]) in bits 3 to 6.
 const PROTO_SHIFT: u8 = 3;
-const PROTO_MASK: u8 = 0b11 << PROTO_SHIFT;
+const PROTO_MASK: u8 = 0b1111 << PROTO_SHIFT;
+const _: () = assert!(ws::server_state::LAST <= PROTO_MASK >> PROTO_SHIFT);
 
 impl Record for Conn {
     fn is_open(&self) -> bool {
@@ -86,8 +90,14 @@ pub struct Shard {
     conns: ConnTable<Conn>,
     /// Unsent echo bytes of backpressured connections only (bounded by CHUNK each).
     pending: HashMap<RawFd, Vec<u8>>,
-    /// ws and mqtt: bytes of a unit split over reads, only while incomplete.
-    partial: HashMap<RawFd, Vec<u8>>,
+    /// ws and mqtt: bytes of a unit split over reads, only while incomplete,
+    /// with when it began.
+    partial: HashMap<RawFd, Held>,
+    /// When held units time out, in order (a unit's deadline is set once,
+    /// [`proto::PARTIAL_DEADLINE`] after its first byte); entries whose unit
+    /// completed are skipped when they come due.
+    deadlines: VecDeque<(Instant, RawFd)>,
+    input: Arc<InputBudget>,
     /// ws and mqtt: the answers of the last read, and what happened.
     out: Vec<u8>,
     events: Vec<Event>,
@@ -129,6 +139,8 @@ impl Shard {
             conns: ConnTable::new(),
             pending: HashMap::new(),
             partial: HashMap::new(),
+            deadlines: VecDeque::new(),
+            input: setup.input.clone(),
             out: Vec::new(),
             events: Vec::new(),
             tls_config: setup.tls.clone(),
@@ -411,23 +423,54 @@ impl Shard {
     fn converse(&mut self, ep: &Epoll, fd: RawFd, input: &[u8]) -> bool {
         let Some(&Conn(flags)) = self.conns.get(fd) else { return false };
         let mut state = (flags & PROTO_MASK) >> PROTO_SHIFT;
-        let mut partial = self.partial.remove(&fd).unwrap_or_default();
+        let mut held = self.partial.remove(&fd).unwrap_or_default();
+        let (had, began) = (held.bytes.capacity() as u64, held.since);
+        let now = Instant::now();
         self.out.clear();
         self.events.clear();
-        let r = match self.mode {
-            Mode::Ws => proto::feed(&mut ws::Server, &mut state, &mut partial, input, &mut self.out, &mut self.events),
-            _ => proto::feed(&mut mqtt::Server, &mut state, &mut partial, input, &mut self.out, &mut self.events),
+        let (out, events) = (&mut self.out, &mut self.events);
+        let mut r = match self.mode {
+            Mode::Ws => proto::feed_at(&mut ws::Server, &mut state, &mut held, input, now, out, events),
+            _ => proto::feed_at(&mut mqtt::Server, &mut state, &mut held, input, now, out, events),
         };
         if let Some(c) = self.conns.get_mut(fd) {
             c.0 = (c.0 & !PROTO_MASK) | ((state << PROTO_SHIFT) & PROTO_MASK);
         }
-        if r.is_ok() && !partial.is_empty() {
-            self.partial.insert(fd, partial);
+        // What the budget counts for this connection: its buffer if kept.
+        let keep = r.is_ok() && !held.bytes.is_empty();
+        let has = if keep { held.bytes.capacity() as u64 } else { 0 };
+        if has > had && !self.input.take(has - had) {
+            r = Err(self.refuse(state, Fault::PartialBudget));
+            self.input.give(had);
+        } else if r.is_ok() && keep {
+            self.input.give(had.saturating_sub(has));
+            if held.since != began
+                && let Some(due) = held.deadline()
+            {
+                self.deadlines.push_back((due, fd));
+            }
+            self.partial.insert(fd, held);
+        } else {
+            self.input.give(had);
         }
         if let Err(fault) = r {
             self.stats.errors.add_name(fault.name());
         }
         let end = r.is_err() || self.events.contains(&Event::PeerClose);
+        self.answer(ep, fd, end)
+    }
+
+    /// The machine's last word for `fault` decided outside it, into `out`.
+    fn refuse(&mut self, state: u8, fault: Fault) -> Fault {
+        match self.mode {
+            Mode::Ws => proto::refuse(&ws::Server, state, fault, &mut self.out),
+            _ => proto::refuse(&mqtt::Server, state, fault, &mut self.out),
+        }
+    }
+
+    /// Sends what the machine wrote into `out`, then closes when `end`.
+    /// False when the connection is blocked or gone.
+    fn answer(&mut self, ep: &Epoll, fd: RawFd, end: bool) -> bool {
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
             let sent = self.send_app(ep, fd, &out);
@@ -444,6 +487,39 @@ impl Shard {
             return false;
         }
         true
+    }
+
+    /// Closes the connections whose held unit is past its deadline at
+    /// `now`, each with its protocol's last word.
+    fn expire(&mut self, ep: &Epoll, now: Instant) {
+        while let Some(&(due, fd)) = self.deadlines.front() {
+            if due > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(&Conn(flags)) = self.conns.get(fd) else { continue };
+            let Some(held) = self.partial.get(&fd) else { continue };
+            let state = (flags & PROTO_MASK) >> PROTO_SHIFT;
+            self.out.clear();
+            let fault = match self.mode {
+                Mode::Ws => proto::expire(&ws::Server, state, held, now, &mut self.out),
+                _ => proto::expire(&mqtt::Server, state, held, now, &mut self.out),
+            };
+            let Some(fault) = fault else { continue }; // a later unit: its own entry follows
+            self.stats.errors.add_name(fault.name());
+            if self.pending.contains_key(&fd) {
+                // Its peer is not reading either: no last word, no wait.
+                self.close_conn(ep, fd, true);
+            } else {
+                self.answer(ep, fd, true);
+            }
+        }
+        // Entries of completed units pile up only as fast as units do:
+        // drop them once they outnumber the live ones.
+        if self.deadlines.len() > 2 * self.partial.len() + 64 {
+            let partial = &self.partial;
+            self.deadlines.retain(|(due, fd)| partial.get(fd).and_then(Held::deadline) == Some(*due));
+        }
     }
 
     /// Writes `bytes`. On a short write the rest is kept and reading stops:
@@ -545,7 +621,9 @@ impl Shard {
             return;
         }
         self.pending.remove(&fd);
-        self.partial.remove(&fd);
+        if let Some(held) = self.partial.remove(&fd) {
+            self.input.give(held.bytes.capacity() as u64);
+        }
         self.tls.remove(&fd);
         self.tls_partial.remove(&fd);
         if reset {
@@ -556,6 +634,24 @@ impl Shard {
         self.stats.closed += 1;
         if self.accept_starved {
             self.retry_accept(ep);
+        }
+    }
+
+    /// Gives back the side maps' memory once a burst is over: a map keeps
+    /// its largest size otherwise.
+    fn shrink_at_rest(&mut self) {
+        const KEEP: usize = 64;
+        if self.partial.is_empty() && self.partial.capacity() > KEEP {
+            self.partial.shrink_to_fit();
+        }
+        if self.deadlines.is_empty() && self.deadlines.capacity() > KEEP {
+            self.deadlines.shrink_to_fit();
+        }
+        if self.pending.is_empty() && self.pending.capacity() > KEEP {
+            self.pending.shrink_to_fit();
+        }
+        if self.tls_partial.is_empty() && self.tls_partial.capacity() > KEEP {
+            self.tls_partial.shrink_to_fit();
         }
     }
 
@@ -618,14 +714,20 @@ impl Handler for Shard {
             let flags = if matches!(token, Token::Conn(_)) { epoll::IN } else { 0 };
             self.dispatch(ep, token, flags);
         }
+        self.expire(ep, now);
         self.stats.open = self.conns.len() as u64;
         self.stats.backpressured = self.pending.len() as u64;
-        if !self.again.is_empty() {
+        self.shrink_at_rest();
+        let turn = if !self.again.is_empty() {
             Turn::Again
         } else if self.accept_starved {
             Turn::Until(now + STARVED_RETRY)
         } else {
             Turn::Idle
+        };
+        match self.deadlines.front() {
+            Some(&(due, _)) => turn.min(Turn::Until(due)),
+            None => turn,
         }
     }
 

@@ -54,6 +54,21 @@ pub fn setrlimit(r: Resource, lim: Rlimit) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes glibc give freed memory back promptly: a thread's heap keeps no
+/// spare top (`M_TOP_PAD` 0) and is shrunk once its free top reaches 16 KiB
+/// (`M_TRIM_THRESHOLD`). By default each shard's heap keeps up to 128 KiB
+/// after a burst, which `malloc_trim` does not reach (it trims only the
+/// main heap's top). Only frees of 64 KiB and more trim, so the cost is a
+/// syscall per large buffer freed, not per connection.
+pub fn return_freed_promptly() {
+    // SAFETY: mallopt takes two integers and sets the allocator's tunables
+    // under its own lock.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 10);
+    }
+}
+
 /// Gives the allocator's free pages back to the kernel (glibc's
 /// `malloc_trim`, every arena). After a ramp of TLS handshakes, whose
 /// transient state is freed once each connection is at rest, the freed
