@@ -2,6 +2,7 @@
 //! [`Reading`]: the value, or the reason it is unknown (a missing,
 //! unreadable or malformed file). Nothing here panics on bad input.
 
+use super::tracking::Tracking;
 use crate::procfs::cgroup::CgroupMemory;
 use crate::procfs::{Meminfo, ProcFs, ReadError};
 
@@ -117,6 +118,9 @@ pub struct Probe {
     pub pid_max: Reading<u64>,
     /// kernel.threads-max.
     pub threads_max: Reading<u64>,
+    /// Whether new connections are tracked by conntrack (read after
+    /// `conntrack_count`: the experiment adds an entry when they are).
+    pub tracking: Tracking,
 }
 
 impl Probe {
@@ -158,6 +162,7 @@ impl Probe {
             fin_timeout: one("net.ipv4.tcp_fin_timeout"),
             pid_max: one("kernel.pid_max"),
             threads_max: one("kernel.threads-max"),
+            tracking: Tracking::detect(fs),
         }
     }
 
