@@ -118,8 +118,8 @@ pub struct Probe {
     pub pid_max: Reading<u64>,
     /// kernel.threads-max.
     pub threads_max: Reading<u64>,
-    /// Whether new connections are tracked by conntrack (read after
-    /// `conntrack_count`: the experiment adds an entry when they are).
+    /// Whether new connections are tracked by conntrack (found before
+    /// `conntrack_count` is read, which so counts the experiment's entry).
     pub tracking: Tracking,
 }
 
@@ -131,6 +131,9 @@ impl Probe {
         let one = |name: &str| fs.sysctl_u64(name).map_err(reason);
         let many = |name: &str| fs.sysctl_values(name).map_err(reason);
         let (socket_cost, tcpv6_bytes) = socket_cost(fs);
+        // Before nf_conntrack_count: the experiment's own entry, when it is
+        // tracked, stays in the table for a while and takes room.
+        let tracking = Tracking::detect(fs);
         Probe {
             nofile: limits.clone().and_then(|t| rlimit(&t, "Max open files")),
             nproc: limits.and_then(|t| rlimit(&t, "Max processes")),
@@ -162,7 +165,7 @@ impl Probe {
             fin_timeout: one("net.ipv4.tcp_fin_timeout"),
             pid_max: one("kernel.pid_max"),
             threads_max: one("kernel.threads-max"),
-            tracking: Tracking::detect(fs),
+            tracking,
         }
     }
 
