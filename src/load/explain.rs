@@ -79,7 +79,7 @@ pub fn name_drops(before: &Drops, after: &Drops) -> Option<Named> {
     let overflows = rise(before.listen_overflows, after.listen_overflows);
     let listen_drops = rise(before.listen_drops, after.listen_drops);
 
-    let ct_weight = (ct_drop + ct_early + ct_insert).max(u64::from(full.is_some()));
+    let ct_weight = ct_drop.saturating_add(ct_early).saturating_add(ct_insert).max(u64::from(full.is_some()));
     let candidates =
         [("conntrack table", ct_weight), ("SYN queue", reqq), ("accept backlog", overflows.max(listen_drops))];
     let most = candidates.iter().map(|c| c.1).max().unwrap_or(0);
