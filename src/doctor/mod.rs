@@ -306,9 +306,15 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Reads the limits under the root of `fs` and predicts the ceiling.
+/// Reads the limits under the root of `fs`, finds out whether conntrack
+/// tracks new connections ([`tracking`]), and predicts the ceiling.
 pub fn diagnose(fs: &ProcFs) -> Report {
-    predict_report(&Probe::read(fs))
+    // Before nf_conntrack_count is read: the experiment's own entry, when it
+    // is tracked, stays in the table for a while and takes room.
+    let tracking = tracking::Tracking::detect(fs);
+    let mut probe = Probe::read(fs);
+    probe.tracking = tracking;
+    predict_report(&probe)
 }
 
 /// Predicts the ceiling from readings already taken.

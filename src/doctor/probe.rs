@@ -118,22 +118,21 @@ pub struct Probe {
     pub pid_max: Reading<u64>,
     /// kernel.threads-max.
     pub threads_max: Reading<u64>,
-    /// Whether new connections are tracked by conntrack (found before
-    /// `conntrack_count` is read, which so counts the experiment's entry).
+    /// Whether new connections are tracked by conntrack: files alone do not
+    /// tell, so [`Probe::read`] leaves it unknown and
+    /// [`diagnose`](super::diagnose) finds out.
     pub tracking: Tracking,
 }
 
 impl Probe {
-    /// Reads every limit under the root of `fs`.
+    /// Reads every limit under the root of `fs` (files only: no
+    /// experiment, no tool run).
     pub fn read(fs: &ProcFs) -> Probe {
         let limits = fs.read("proc/self/limits").map_err(reason);
         let status = fs.read("proc/self/status").map_err(reason);
         let one = |name: &str| fs.sysctl_u64(name).map_err(reason);
         let many = |name: &str| fs.sysctl_values(name).map_err(reason);
         let (socket_cost, tcpv6_bytes) = socket_cost(fs);
-        // Before nf_conntrack_count: the experiment's own entry, when it is
-        // tracked, stays in the table for a while and takes room.
-        let tracking = Tracking::detect(fs);
         Probe {
             nofile: limits.clone().and_then(|t| rlimit(&t, "Max open files")),
             nproc: limits.and_then(|t| rlimit(&t, "Max processes")),
@@ -165,7 +164,7 @@ impl Probe {
             fin_timeout: one("net.ipv4.tcp_fin_timeout"),
             pid_max: one("kernel.pid_max"),
             threads_max: one("kernel.threads-max"),
-            tracking,
+            tracking: Tracking::not_run("not looked for (the doctor's diagnosis does)"),
         }
     }
 
