@@ -238,7 +238,9 @@ fn a_ct_rule_makes_nf_conntrack_max_cap_an_empty_table() {
         assert!(row["note"].as_str().unwrap().contains("not tracked"), "{row:#}");
     }
 
-    ns.add_ct_rule().unwrap();
+    if let Err(why) = ns.add_ct_rule() {
+        return skip(&format!("no ct rule (a kernel without conntrack?): {why}"));
+    }
     let count: u64 = ns.exec("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]).unwrap().trim().parse().unwrap();
     assert_eq!(count, 0, "a fresh namespace tracks nothing yet");
     let report = ns.doctor();
