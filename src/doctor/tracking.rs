@@ -125,7 +125,7 @@ impl Tracking {
         if fs.sysctl_u64("net.netfilter.nf_conntrack_max").is_err() {
             return Tracking::not_run("the nf_conntrack module is not loaded");
         }
-        Tracking { experiment: experiment(fs), rules: read_rules() }
+        Tracking { experiment: experiment(fs), rules: read_rules(fs) }
     }
 }
 
@@ -195,13 +195,24 @@ pub fn listed(text: impl BufRead, client: SocketAddr, server: SocketAddr) -> boo
     })
 }
 
-/// Reads the rules of every tool found.
-pub fn read_rules() -> Reading<Rules> {
+/// Reads the rules of every tool found. The legacy tools run only when
+/// their kernel tables exist (`proc/net/ip_tables_names`,
+/// `ip6_tables_names`): without a table there is no legacy rule, and the
+/// tool is not asked (it could load kernel modules).
+pub fn read_rules(fs: &ProcFs) -> Reading<Rules> {
     let mut rules = Rules::default();
-    let tools: [(&str, &[&str]); 3] =
-        [("nft", &["list", "ruleset"]), ("iptables-legacy-save", &[]), ("ip6tables-legacy-save", &[])];
-    let mut missing = Vec::new();
-    for (tool, args) in tools {
+    let tools: [(&str, &[&str], Option<&str>); 3] = [
+        ("nft", &["list", "ruleset"], None),
+        ("iptables-legacy-save", &[], Some("proc/net/ip_tables_names")),
+        ("ip6tables-legacy-save", &[], Some("proc/net/ip6_tables_names")),
+    ];
+    for (tool, args, tables) in tools {
+        if let Some(rel) = tables {
+            if fs.read(rel).map_or(true, |t| t.trim().is_empty()) {
+                rules.read.push(format!("{} (no table)", tool.trim_end_matches("-save")));
+                continue;
+            }
+        }
         match run_tool(tool, args) {
             Ok(text) => {
                 let (tracking, notrack) = if tool == "nft" { nft_rules(&text) } else { iptables_rules(&text) };
@@ -209,16 +220,14 @@ pub fn read_rules() -> Reading<Rules> {
                 rules.notrack.extend(notrack);
                 rules.read.push(tool.to_string());
             }
-            Err(ToolError::Missing) => missing.push(tool),
+            Err(ToolError::Missing) => rules.unread.push(format!("{tool} not found")),
             Err(ToolError::Failed(why)) => rules.unread.push(format!("{tool} ({why})")),
         }
     }
-    if rules.read.is_empty() {
-        let mut why = format!("{} not found", missing.join(", "));
-        if !rules.unread.is_empty() {
-            why = format!("{}; {why}", rules.unread.join("; "));
-        }
-        return Err(why);
+    // A rule found tracks for sure; finding none means nothing while a
+    // source could not be read.
+    if !rules.unread.is_empty() && !rules.tracks() {
+        return Err(rules.unread.join("; "));
     }
     Ok(rules)
 }
