@@ -104,7 +104,9 @@ pub fn name_drops(before: &Drops, after: &Drops) -> Option<Named> {
     };
     let conntrack = || {
         let table = match (after.conntrack_count, after.conntrack_max) {
-            (Some(c), Some(m)) => format!("nf_conntrack_count {} of nf_conntrack_max {}", group(c), group(m)),
+            (Some(c), Some(m)) => {
+                format!("nf_conntrack_count {} of nf_conntrack_max {} at the peak", group(c), group(m))
+            }
             _ => "nf_conntrack_count unknown".into(),
         };
         format!(
@@ -400,7 +402,7 @@ mod tests {
         assert_eq!(after.conntrack_count, Some(100));
         let n = name_drops(&before, &after).unwrap();
         assert_eq!(n.limit, "conntrack table");
-        assert!(n.meaning.contains("nf_conntrack_count 100 of nf_conntrack_max 100"), "{}", n.meaning);
+        assert!(n.meaning.contains("nf_conntrack_count 100 of nf_conntrack_max 100 at the peak"), "{}", n.meaning);
         assert!(n.meaning.contains("1,407 packets dropped"), "{}", n.meaning);
         assert!(!n.meaning.contains("or a firewall"), "{}", n.meaning);
         assert!(n.fix.contains("nf_conntrack_max=N"), "{}", n.fix);
