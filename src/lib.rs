@@ -20,7 +20,7 @@
 //! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
 //! | [`interrupt`] | SIGINT and SIGTERM for every subcommand: the first stops in order, the second at once |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
-//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit |
+//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit, the kernel's drop counters |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |

@@ -1,9 +1,12 @@
 //! Reading /proc and /sys through a root path, so tests can feed a fixture
 //! tree. Every reader returns a [`ReadError`] that names the file; callers
 //! decide whether a missing value is "unknown" or an error. [`cgroup`] reads
-//! the memory limit and usage of this process's cgroup.
+//! the memory limit and usage of this process's cgroup; [`drops`] the
+//! counters of connections the kernel dropped (SYN queue, accept backlog,
+//! conntrack).
 
 pub mod cgroup;
+pub mod drops;
 
 use std::fmt;
 use std::io;

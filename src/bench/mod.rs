@@ -21,7 +21,6 @@ use crate::doctor::{self, Report as Doctor};
 use crate::engine::sizing;
 use crate::engine::stats::ShardStats;
 use crate::error::Error;
-use crate::load::explain::explain;
 use crate::load::protocol::ProtoArgs;
 use crate::load::report::{LoadReport, Sample};
 use crate::load::run::{self as load_run, Hooks};
@@ -238,9 +237,13 @@ fn assemble(
             fix: memory.map(|r| r.fix.clone()).unwrap_or_default(),
         })
     } else if l.failed > 0 || held < args.count {
-        l.errors.first().map(|e| {
-            let x = explain(e.errno);
-            FirstLimit { kind: "errno", name: e.errno.to_string(), explanation: x.meaning.into(), fix: x.fix.into() }
+        // The row's words: for a connect timeout, the limit the drop
+        // counters named.
+        l.errors.first().map(|e| FirstLimit {
+            kind: "errno",
+            name: e.errno.to_string(),
+            explanation: e.meaning.clone(),
+            fix: e.fix.clone(),
         })
     } else {
         None

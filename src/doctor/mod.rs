@@ -49,10 +49,17 @@
 //!   destination). Client allows that; server and loopback are null: a
 //!   listening port uses no ephemeral port, and `tcpmax load` spreads over
 //!   many source IPs of 127.0.0.0/8 and destinations.
-//! - **net.netfilter.nf_conntrack_max**: when `nf_conntrack_count` exists
-//!   and is above 0, tracking is active and caps every role at that value
-//!   (one entry per connection, loopback included). Loaded but counting 0,
-//!   or not loaded: null with a note.
+//! - **net.netfilter.nf_conntrack_max**: once a NAT or `ct` rule exists
+//!   (nftables or iptables), every new connection takes an entry, so it caps
+//!   every role at `max - nf_conntrack_count` (one entry per connection,
+//!   one for both ends on loopback) even while the table is empty.
+//!   [`tracking`] finds out: loopback is tracked when one loopback
+//!   connection of our own is (else when a rule tracks); server and client
+//!   when a rule tracks or the loopback connection was (a `notrack` rule for
+//!   `lo` can hide tracking from the experiment, never show it). With
+//!   neither known, entries in the table now mean something tracks; an
+//!   empty table then leaves it unknown (null, the cap in the note). Module
+//!   not loaded (no `nf_conntrack_max`): null, it cannot cap.
 //! - Queues (`somaxconn`, `tcp_max_syn_backlog`, `tcp_syncookies`) limit the
 //!   connection *rate*, not the count; TIME_WAIT settings, buffer sizes
 //!   (`tcp_mem` limits buffer memory in flight, not idle sockets), threads
@@ -61,6 +68,7 @@
 mod predict;
 pub mod probe;
 mod render;
+pub mod tracking;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -298,9 +306,15 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Reads the limits under the root of `fs` and predicts the ceiling.
+/// Reads the limits under the root of `fs`, finds out whether conntrack
+/// tracks new connections ([`tracking`]), and predicts the ceiling.
 pub fn diagnose(fs: &ProcFs) -> Report {
-    predict_report(&Probe::read(fs))
+    // Before nf_conntrack_count is read: the experiment's own entry, when it
+    // is tracked, stays in the table for a while and takes room.
+    let tracking = tracking::Tracking::detect(fs);
+    let mut probe = Probe::read(fs);
+    probe.tracking = tracking;
+    predict_report(&probe)
 }
 
 /// Predicts the ceiling from readings already taken.

@@ -355,26 +355,87 @@ fn ports(p: &Probe) -> Limit {
 fn conntrack(p: &Probe) -> Limit {
     const NAME: &str = "net.netfilter.nf_conntrack_max";
     const UNIT: Option<Unit> = Some(Unit::Entries);
-    let fix = &sysctl_fix(NAME, memory_sockets(p));
-    let Ok(count) = &p.conntrack_count else {
-        let value = p.conntrack_max.clone().ok().map(Value::Number);
-        return Limit::new(NAME, value, UNIT, Roles::default(), fix)
-            .with_note("connection tracking not loaded: no cap");
+    let fix = &format!(
+        "{}; or exempt this traffic from tracking (an nftables `notrack` rule, iptables -t raw -j CT --notrack)",
+        sysctl_fix(NAME, memory_sockets(p))
+    );
+    let max = match (&p.conntrack_max, &p.conntrack_count) {
+        (Ok(v), _) => *v,
+        (Err(_), Err(_)) => {
+            return Limit::new(NAME, None, UNIT, Roles::default(), fix).with_note(
+                "the nf_conntrack module is not loaded (no nf_conntrack_max, no nf_conntrack_count): conntrack cannot cap connections",
+            );
+        }
+        (Err(why), Ok(_)) => return unknown(NAME, UNIT, why, fix),
     };
-    let max = match &p.conntrack_max {
-        Ok(v) => *v,
-        Err(why) => return unknown(NAME, UNIT, why, fix),
+    let (count, count_note) = match &p.conntrack_count {
+        Ok(c) => (*c, format!("{} in use now", group(*c))),
+        Err(why) => (0, format!("in use unknown ({why}), 0 assumed")),
     };
-    if *count == 0 {
-        let note = format!(
-            "module loaded but nothing tracked now (nf_conntrack_count 0): no cap; once rules track connections it caps each role at {}",
-            group(max)
-        );
-        return Limit::new(NAME, Some(Value::Number(max)), UNIT, Roles::default(), fix).with_note(note);
-    }
-    let allows = Roles { server: Some(max), client: Some(max), loopback: Some(max) };
-    let note = format!("tracking active ({} entries now): one entry per connection, loopback included", group(*count));
+    let room = max.saturating_sub(count);
+    let (loopback, other) = tracked(p, count);
+    let evidence = evidence(p, count);
+    let allows = Roles {
+        server: other.unwrap_or(false).then_some(room),
+        client: other.unwrap_or(false).then_some(room),
+        loopback: loopback.unwrap_or(false).then_some(room),
+    };
+    let cap = format!(
+        "one entry per connection (one for both ends on loopback): {} free of {} ({count_note})",
+        group(room),
+        group(max)
+    );
+    let note = match (loopback, other) {
+        (Some(true), Some(true)) => format!("new connections are tracked ({evidence}); {cap}"),
+        (Some(false), Some(true)) => {
+            format!("loopback is not tracked but other traffic is ({evidence}): caps server and client; {cap}")
+        }
+        (None, Some(true)) => {
+            format!("other traffic is tracked, loopback unknown ({evidence}): caps server and client; {cap}")
+        }
+        (Some(true), _) => format!("loopback connections are tracked ({evidence}); {cap}"),
+        (Some(false), _) | (None, Some(false)) => format!(
+            "module loaded, new connections not tracked ({evidence}): no cap; a NAT or ct rule would make it cap each role at {}",
+            group(room)
+        ),
+        (None, None) => format!(
+            "unknown whether new connections are tracked ({evidence}): if a NAT or ct rule tracks them, it caps each role at {}",
+            group(room)
+        ),
+    };
     Limit::new(NAME, Some(Value::Number(max)), UNIT, allows, fix).with_note(note)
+}
+
+/// Whether new connections are tracked: (loopback, server and client),
+/// `None` when unknown. Loopback: the experiment, else the rules. Other
+/// traffic: tracked when the rules or the experiment say so (a `notrack`
+/// rule for `lo` can hide tracking from the experiment, never show it);
+/// untracked when the rules, else the experiment, say so. Without either,
+/// entries in the table now mean something tracks.
+pub fn tracked(p: &Probe, count: u64) -> (Option<bool>, Option<bool>) {
+    let experiment = p.tracking.experiment.as_ref().ok().map(|e| e.tracked);
+    let rules = p.tracking.rules.as_ref().ok().map(|r| r.tracks());
+    let now = (count > 0).then_some(true);
+    let loopback = experiment.or(rules).or(now);
+    let other = match (rules, experiment) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (Some(false), _) | (None, Some(false)) => Some(false),
+        (None, None) => now,
+    };
+    (loopback, other)
+}
+
+/// The evidence for the note: the experiment's, the rules', the count.
+fn evidence(p: &Probe, count: u64) -> String {
+    let experiment = match &p.tracking.experiment {
+        Ok(e) => e.why.clone(),
+        Err(why) => format!("experiment not run: {why}"),
+    };
+    let rules = match &p.tracking.rules {
+        Ok(r) => r.summary(),
+        Err(why) => format!("rules unknown: {why}"),
+    };
+    format!("{experiment}; {rules}; nf_conntrack_count {}", group(count))
 }
 
 fn tcp_mem(p: &Probe) -> Limit {

@@ -2,6 +2,7 @@
 //! [`Reading`]: the value, or the reason it is unknown (a missing,
 //! unreadable or malformed file). Nothing here panics on bad input.
 
+use super::tracking::Tracking;
 use crate::procfs::cgroup::CgroupMemory;
 use crate::procfs::{Meminfo, ProcFs, ReadError};
 
@@ -117,10 +118,15 @@ pub struct Probe {
     pub pid_max: Reading<u64>,
     /// kernel.threads-max.
     pub threads_max: Reading<u64>,
+    /// Whether new connections are tracked by conntrack: files alone do not
+    /// tell, so [`Probe::read`] leaves it unknown and
+    /// [`diagnose`](super::diagnose) finds out.
+    pub tracking: Tracking,
 }
 
 impl Probe {
-    /// Reads every limit under the root of `fs`.
+    /// Reads every limit under the root of `fs` (files only: no
+    /// experiment, no tool run).
     pub fn read(fs: &ProcFs) -> Probe {
         let limits = fs.read("proc/self/limits").map_err(reason);
         let status = fs.read("proc/self/status").map_err(reason);
@@ -158,6 +164,7 @@ impl Probe {
             fin_timeout: one("net.ipv4.tcp_fin_timeout"),
             pid_max: one("kernel.pid_max"),
             threads_max: one("kernel.threads-max"),
+            tracking: Tracking::not_run("not looked for (the doctor's diagnosis does)"),
         }
     }
 

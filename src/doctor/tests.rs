@@ -171,19 +171,110 @@ fn cap_sys_admin_is_exempt_from_file_max() {
     assert_eq!(r.binding.loopback.as_deref(), Some("memory"));
 }
 
+/// The report of `f` with the tracking evidence given (the fixture root
+/// runs neither the experiment nor the rules tools).
+fn report_with(f: &Fixture, tracking: tracking::Tracking) -> Report {
+    let mut p = Probe::read(&ProcFs::new(&f.root));
+    p.tracking = tracking;
+    predict_report(&p)
+}
+
+fn evidence(tracked: bool, why: &str) -> Result<tracking::Evidence, String> {
+    Ok(tracking::Evidence { tracked, why: why.into() })
+}
+
+fn rules(nft: &str) -> Result<tracking::Rules, String> {
+    let (tracking, notrack) = tracking::nft_rules(nft);
+    Ok(tracking::Rules { tracking, notrack, read: vec!["nft".into()], unread: vec![] })
+}
+
+const NAT_RULE: &str = "table ip nat {\n\tchain post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname \"eth0\" masquerade\n\t}\n}\n";
+
 #[test]
-fn conntrack_caps_every_role_when_tracking() {
+fn entries_now_cap_every_role_less_those_in_use() {
+    let f = Fixture::standard();
+    f.sysctl("net.netfilter.nf_conntrack_max", "65536");
+    f.sysctl("net.netfilter.nf_conntrack_count", "10");
+    let r = f.report();
+    // No experiment, no rules under a fixture root: the entries in the
+    // table now say something tracks; they take room.
+    assert_eq!(row(&r, "net.netfilter.nf_conntrack_max").allows, roles(65_526, 65_526, 65_526));
+    assert_eq!(r.ceiling, roles(65_526, 998, 65_526));
+    assert_eq!(r.binding.loopback.as_deref(), Some("net.netfilter.nf_conntrack_max"));
+}
+
+/// #17: a NAT rule tracks every new connection, so nf_conntrack_max caps
+/// them while the table is still empty.
+#[test]
+fn an_empty_table_caps_when_a_rule_tracks() {
     let f = Fixture::standard();
     f.sysctl("net.netfilter.nf_conntrack_max", "65536");
     f.sysctl("net.netfilter.nf_conntrack_count", "0");
-    let r = f.report();
-    assert_eq!(row(&r, "net.netfilter.nf_conntrack_max").allows, Roles::default());
-
-    f.sysctl("net.netfilter.nf_conntrack_count", "10");
-    let r = f.report();
-    assert_eq!(row(&r, "net.netfilter.nf_conntrack_max").allows, roles(65_536, 65_536, 65_536));
+    let by_rules = tracking::Tracking { experiment: Err("not run".into()), rules: rules(NAT_RULE) };
+    let r = report_with(&f, by_rules);
+    let ct = row(&r, "net.netfilter.nf_conntrack_max");
+    assert_eq!(ct.allows, roles(65_536, 65_536, 65_536));
     assert_eq!(r.ceiling, roles(65_536, 998, 65_536));
-    assert_eq!(r.binding.loopback.as_deref(), Some("net.netfilter.nf_conntrack_max"));
+    assert_eq!(r.binding.server.as_deref(), Some("net.netfilter.nf_conntrack_max"));
+    let note = ct.note.as_deref().unwrap();
+    assert!(note.contains("new connections are tracked"), "{note}");
+    assert!(note.contains("masquerade"), "{note}");
+
+    // The experiment alone says the same.
+    let by_experiment = tracking::Tracking {
+        experiment: evidence(true, "one loopback connection was listed"),
+        rules: Err("nft not found".into()),
+    };
+    let r = report_with(&f, by_experiment);
+    assert_eq!(row(&r, "net.netfilter.nf_conntrack_max").allows, roles(65_536, 65_536, 65_536));
+    assert!(
+        row(&r, "net.netfilter.nf_conntrack_max").note.as_deref().unwrap().contains("rules unknown: nft not found")
+    );
+}
+
+#[test]
+fn loopback_exempt_by_notrack_still_caps_other_traffic() {
+    let f = Fixture::standard();
+    f.sysctl("net.netfilter.nf_conntrack_max", "65536");
+    f.sysctl("net.netfilter.nf_conntrack_count", "0");
+    let nft = format!("{NAT_RULE}table ip raw {{\n\tchain pre {{\n\t\tiifname \"lo\" notrack\n\t}}\n}}\n");
+    let t = tracking::Tracking { experiment: evidence(false, "not listed"), rules: rules(&nft) };
+    let r = report_with(&f, t);
+    let ct = row(&r, "net.netfilter.nf_conntrack_max");
+    assert_eq!(ct.allows, Roles { server: Some(65_536), client: Some(65_536), loopback: None });
+    let note = ct.note.as_deref().unwrap();
+    assert!(note.contains("loopback is not tracked but other traffic is"), "{note}");
+    assert!(note.contains("1 notrack rule(s)"), "{note}");
+}
+
+#[test]
+fn untracked_or_unknown_or_not_loaded_does_not_cap() {
+    let f = Fixture::standard();
+    // Not loaded: cannot cap, said so.
+    let r = f.report();
+    let ct = row(&r, "net.netfilter.nf_conntrack_max");
+    assert_eq!(ct.allows, Roles::default());
+    assert!(ct.note.as_deref().unwrap().contains("not loaded"), "{:?}", ct.note);
+
+    f.sysctl("net.netfilter.nf_conntrack_max", "65536");
+    f.sysctl("net.netfilter.nf_conntrack_count", "0");
+    // Loaded, nothing says whether connections are tracked.
+    let r = f.report();
+    let ct = row(&r, "net.netfilter.nf_conntrack_max");
+    assert_eq!(ct.allows, Roles::default());
+    let note = ct.note.as_deref().unwrap();
+    assert!(note.starts_with("unknown whether new connections are tracked"), "{note}");
+    assert!(note.contains("live machine"), "{note}");
+
+    // Loaded, the experiment and the rules say no.
+    let t = tracking::Tracking {
+        experiment: evidence(false, "not listed"),
+        rules: rules("table inet f {\n\tchain c {\n\t\ttcp dport 80 accept\n\t}\n}\n"),
+    };
+    let r = report_with(&f, t);
+    let ct = row(&r, "net.netfilter.nf_conntrack_max");
+    assert_eq!(ct.allows, Roles::default());
+    assert!(ct.note.as_deref().unwrap().starts_with("module loaded, new connections not tracked"), "{:?}", ct.note);
 }
 
 #[test]

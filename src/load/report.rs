@@ -10,12 +10,13 @@ use hdrhistogram::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
 use super::agent::AgentInfo;
-use super::explain::explain;
+use super::explain::{explain, name_drops};
 use super::hist::Histograms;
 use super::plan::Plan;
 pub use super::timeline::Sample;
 use crate::engine::stats::Errnos;
 use crate::machine::Machine;
+use crate::procfs::drops::Drops;
 use crate::units::{group, human_bytes};
 
 /// Latency percentiles in microseconds.
@@ -79,20 +80,28 @@ pub struct ErrnoRow {
     pub errno: &'static str,
     /// Times seen.
     pub count: u64,
-    /// What it means in a load run.
-    pub meaning: &'static str,
+    /// What it means in a load run (for `ETIMEDOUT`, the limit the drop
+    /// counters name, when they could be read).
+    pub meaning: String,
     /// What to do.
-    pub fix: &'static str,
+    pub fix: String,
 }
 
-/// The errno table of a run, most frequent first.
-pub fn errno_rows(errors: &Errnos) -> Vec<ErrnoRow> {
+/// The errno table of a run, most frequent first. `drops` are the kernel's
+/// drop counters before and after the run: with them a connect timeout is
+/// put down to the limit that dropped its SYNs ([`name_drops`]).
+pub fn errno_rows(errors: &Errnos, drops: Option<(&Drops, &Drops)>) -> Vec<ErrnoRow> {
+    let named = drops.and_then(|(before, after)| name_drops(before, after));
     errors
         .ranked()
         .into_iter()
         .map(|(errno, count)| {
             let e = explain(errno);
-            ErrnoRow { errno, count, meaning: e.meaning, fix: e.fix }
+            let (meaning, fix) = match &named {
+                Some(n) if errno == "ETIMEDOUT" => (n.meaning.clone(), n.fix.clone()),
+                _ => (e.meaning.to_string(), e.fix.to_string()),
+            };
+            ErrnoRow { errno, count, meaning, fix }
         })
         .collect()
 }

@@ -24,6 +24,7 @@ use crate::engine::stats::ShardStats;
 use crate::machine::{self, Machine};
 use crate::output;
 use crate::procfs::ProcFs;
+use crate::procfs::drops::Drops;
 use crate::sys::process;
 use crate::units::{self, CountOrPercent, group};
 
@@ -304,6 +305,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     let Hooks { tick, guard, at_peak, peer_holds, closing } = hooks;
     let count = load.client.count;
+    // The kernel's drop counters, to name what dropped the SYNs of connects
+    // that time out (read again at the peak, before the teardown).
+    let drops_before = Drops::read(&ProcFs::default());
     let started = Instant::now();
     let mut client = Client::start_with(&load.client, &load.proto, load.tls.as_ref())?;
     let mut timeline = Recorder::start(started, load.client.shards);
@@ -368,6 +372,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     };
     rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
     at_peak(&t);
+    let drops_after = Drops::read(&ProcFs::default());
     let ramp = ramp_end.unwrap_or_else(Instant::now).duration_since(started);
     let hold = ramp_end.map_or(Duration::ZERO, |r| r.elapsed());
     let down = Instant::now();
@@ -416,7 +421,7 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         histograms: Histograms::of(&hists)?,
         pings_sent: fin.pings,
         pongs: fin.pongs,
-        errors: errno_rows(&fin.errors),
+        errors: errno_rows(&fin.errors, Some((&drops_before, &drops_after))),
         timeline: timeline.finish(),
         rss_anon_bytes: rss,
         rss_anon_bytes_per_connection: if peak == 0 { 0.0 } else { rss as f64 / peak as f64 },
