@@ -73,9 +73,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     paths.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
+/// Each target's seeds, by its name.
+type SeedMap = HashMap<&'static str, &'static [Vec<u8>]>;
+
 /// The seeds of `target`, read once per process.
 pub fn cached_seeds(target: &'static str) -> &'static [Vec<u8>] {
-    static ALL: OnceLock<Mutex<HashMap<&'static str, &'static [Vec<u8>]>>> = OnceLock::new();
+    static ALL: OnceLock<Mutex<SeedMap>> = OnceLock::new();
     let mut all = ALL.get_or_init(Default::default).lock().unwrap();
     all.entry(target).or_insert_with(|| Vec::leak(seeds(target)))
 }
