@@ -308,6 +308,26 @@ fn units_of(input: &[u8]) {
     }
 }
 
+/// What other processes print and `cluster` and `prove` read back: serve
+/// and load status lines, HAProxy's `show stat` CSV, /proc/net/tcp and
+/// /proc/net/netstat. None may panic.
+#[test]
+fn status_lines() {
+    use tcpmax::cluster::live;
+    target!("status_lines").for_each(|input: &[u8]| {
+        for v in kit::variants("status_lines", input) {
+            let text = String::from_utf8_lossy(&v);
+            for line in text.lines() {
+                let _ = live::parse_backend(line);
+                let _ = live::parse_client(line);
+            }
+            let _ = live::parse_stat(&text);
+            let _ = live::Overflows::parse(&text);
+            let _ = tcpmax::prove::kit::parse_rows(&text);
+        }
+    });
+}
+
 /// Writes the seeds that are made by code (the WebSocket, MQTT and TLS
 /// flights, histograms) into `tests/__fuzz__/*/corpus/`:
 /// `cargo test --release --test fuzz write_seeds -- --ignored`.

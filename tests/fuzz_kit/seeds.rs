@@ -245,6 +245,19 @@ fn text_seeds() {
     );
 }
 
+fn status_seeds() {
+    put(
+        "status_lines",
+        &[
+            ("serve", b"[   12s] conns 12,003 | accepted 1,200/s | closed 4 | refused 1 max-conns, 2 memory | backpressured 0 | mem 51.2 MiB / 64.0 MiB budget (80%) | agent drain | errors: none\n[    1s] conns 0 | accepted 0/s | closed 0 | refused 0 max-conns, 0 memory | backpressured 0 | mem 500.0 KiB / 2.0 GiB budget (0%) | agent up 55% (descriptors 60%) | errors: none\n".to_vec()),
+            ("load", b"[ 3s] established 1,000 / 2,000 | 1,000/s | connecting 0 | failed 0 | closed by server 0 | errors: none\n".to_vec()),
+            ("haproxy_stat", b"# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act\ntcpmax,FRONTEND,,,8300,8400,9964,9000,0,0,0,0,0,,,,,OPEN,,\nbackends,b1,0,0,2000,2100,,3000,0,0,,0,,0,0,0,0,DRAIN,0,1\nbackends,b2,0,0,6300,6300,,6400,0,0,,0,,0,0,0,0,UP,55,1\n".to_vec()),
+            ("proc_net_tcp", b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:9C40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n   1: 4D00007F:9C41 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1\n".to_vec()),
+            ("netstat", b"TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 17 23\n".to_vec()),
+        ],
+    );
+}
+
 /// Writes every seed made by code.
 pub fn write_all() {
     ws_seeds();
@@ -252,4 +265,5 @@ pub fn write_all() {
     tls_seeds();
     hist_seeds();
     text_seeds();
+    status_seeds();
 }
