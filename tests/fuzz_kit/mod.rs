@@ -19,8 +19,8 @@ pub mod seeds;
 pub const WS_KEY: [u8; 16] = *b"tcpmax-fuzz-key!";
 
 /// Random inputs per target in an ordinary `cargo test` run (after the
-/// corpus): bounded by time so the whole file stays within about 30 s on
-/// two cores. `BOLERO_RANDOM_TEST_TIME_MS` overrides it for longer runs.
+/// corpus): bounded by time so the whole file takes about 15 s on two
+/// cores. `BOLERO_RANDOM_TEST_TIME_MS` overrides it for longer runs.
 pub const TIME: Duration = Duration::from_millis(2_500);
 
 /// Random inputs at most for a target that opens loopback connections
