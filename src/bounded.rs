@@ -11,6 +11,10 @@
 //!   `#[serde(deserialize_with = ...)]`): a file of a million empty
 //!   samples is refused at the budget, never grown to gigabytes.
 //!
+//! What the values say is checked too: [`count`], [`seconds`], [`rate`]
+//! and [`wall_clock`] refuse what no run can have (2^64 connections, a
+//! time of 1e308 s), naming the field.
+//!
 //! A regular file is scanned, then parsed from disk in a second pass, so
 //! its bytes are never held whole in memory.
 
@@ -186,8 +190,9 @@ fn within_budget<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Takes `bytes` from the budget, or fails the parse.
-fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
+/// Takes `bytes` from the budget, or fails the parse (for readers with
+/// lists of their own).
+pub fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
     BUDGET.with(|b| match b.get().map(|left| left.checked_sub(bytes)) {
         None => Ok(()),
         Some(Some(left)) => {
@@ -295,6 +300,55 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// The same, optional.
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<Text>::deserialize(d)?.map(|t| t.0))
+}
+
+/// The largest count a report may carry (connections, pings, errors):
+/// 2^48, 281 trillion, beyond any run; sums of up to `merge::input::MAX_AGENTS`
+/// agents are checked all the same.
+pub const MAX_COUNT: u64 = 1 << 48;
+
+/// The longest time a report may carry, in seconds: a year.
+pub const MAX_SECONDS: f64 = 366.0 * 86_400.0;
+
+/// The latest wall-clock time a report may carry: the year 2200, in ms
+/// since the Unix epoch.
+pub const MAX_UNIX_MS: u64 = 7_258_118_400_000;
+
+/// A count no run can pass.
+pub fn count(name: &str, v: u64) -> Result<(), String> {
+    if v > MAX_COUNT {
+        return Err(format!("{name} is {v}, more than any run can count (at most 2^48)"));
+    }
+    Ok(())
+}
+
+/// A duration in seconds: finite, not negative, at most a year.
+pub fn seconds(name: &str, v: f64) -> Result<(), String> {
+    if !(0.0..=MAX_SECONDS).contains(&v) {
+        return Err(format!("{name} is {}, not a time a run can have (0 to {MAX_SECONDS} s)", number(v)));
+    }
+    Ok(())
+}
+
+/// A number as a reader would write it: 1e308 rather than 309 digits.
+pub fn number(v: f64) -> String {
+    if v != 0.0 && !(1e-3..1e15).contains(&v.abs()) { format!("{v:e}") } else { format!("{v}") }
+}
+
+/// A wall-clock time in ms since the Unix epoch, before 2200.
+pub fn wall_clock(name: &str, v: u64) -> Result<(), String> {
+    if v > MAX_UNIX_MS {
+        return Err(format!("{name} is {v}, not a wall-clock time a run can have (before the year 2200)"));
+    }
+    Ok(())
+}
+
+/// A rate per second: finite, not negative, at most [`MAX_COUNT`].
+pub fn rate(name: &str, v: f64) -> Result<(), String> {
+    if !(0.0..=MAX_COUNT as f64).contains(&v) {
+        return Err(format!("{name} is {}, not a rate a run can have", number(v)));
+    }
+    Ok(())
 }
 
 /// Text taken from a report, made safe for a terminal: control characters

@@ -13,7 +13,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 
-use crate::bounded::{self, ReadError};
+use crate::bounded::{self, ReadError, count, seconds, wall_clock};
 use crate::error::Error;
 use crate::load::agent::AgentInfo;
 use crate::load::hist::{self, Histograms};
@@ -23,18 +23,6 @@ use crate::output::REPORT_VERSION;
 /// The most agents a plan may have: a Kubernetes Indexed Job's limit on
 /// completions. A report claiming more is damaged.
 pub const MAX_AGENTS: u64 = 100_000;
-
-/// The largest count a report may carry (connections, pings, errors):
-/// 2^48, 281 trillion, beyond any run; sums of up to [`MAX_AGENTS`]
-/// agents are checked all the same.
-pub const MAX_COUNT: u64 = 1 << 48;
-
-/// The longest time a report may carry, in seconds: a year.
-pub const MAX_SECONDS: f64 = 366.0 * 86_400.0;
-
-/// The latest wall-clock time a report may carry: the year 2200, in ms
-/// since the Unix epoch.
-pub const MAX_UNIX_MS: u64 = 7_258_118_400_000;
 
 /// One errno row of a report (the meaning and fix are looked up again).
 #[derive(Debug, Clone, Deserialize)]
@@ -203,44 +191,13 @@ fn check(file: &str, report: AgentReport) -> crate::Result<Part> {
     Ok(Part { file: file.to_string(), report, connect_us, rtt_us })
 }
 
-/// A count no run can pass.
-fn count(name: &str, v: u64) -> Result<(), String> {
-    if v > MAX_COUNT {
-        return Err(format!("{name} is {v}, more than any run can count (at most 2^48)"));
-    }
-    Ok(())
-}
-
-/// A duration in seconds: finite, not negative, at most a year.
-fn seconds(name: &str, v: f64) -> Result<(), String> {
-    if !(0.0..=MAX_SECONDS).contains(&v) {
-        return Err(format!("{name} is {}, not a time a run can have (0 to {MAX_SECONDS} s)", number(v)));
-    }
-    Ok(())
-}
-
-/// A number as a reader would write it: 1e308 rather than 309 digits.
-pub fn number(v: f64) -> String {
-    if v != 0.0 && !(1e-3..1e15).contains(&v.abs()) { format!("{v:e}") } else { format!("{v}") }
-}
-
-/// A wall-clock time in ms since the Unix epoch, before 2200.
-fn wall_clock(name: &str, v: u64) -> Result<(), String> {
-    if v > MAX_UNIX_MS {
-        return Err(format!("{name} is {v}, not a wall-clock time a run can have (before the year 2200)"));
-    }
-    Ok(())
-}
-
 /// One sample's times and counts; the error names the field.
 fn sample(s: &Sample) -> Result<(), String> {
     seconds("t", s.t)?;
     seconds("interval_s", s.interval_s)?;
     wall_clock("unix_ms", s.unix_ms)?;
     for (name, v) in [("opened_per_s", s.opened_per_s), ("pongs_per_s", s.pongs_per_s)] {
-        if !(0.0..=MAX_COUNT as f64).contains(&v) {
-            return Err(format!("{name} is {}, not a rate a run can have", number(v)));
-        }
+        bounded::rate(name, v)?;
     }
     let counts = [
         ("established", s.established),
