@@ -87,6 +87,7 @@ pub struct SampleIn {
     /// Failures of all kinds so far.
     pub errors: u64,
     /// Failures during the interval by errno.
+    #[serde(deserialize_with = "bounded::opt_map")]
     pub failures: Option<BTreeMap<String, u64>>,
     /// Median RTT of the interval.
     pub rtt_p50_us: Option<u64>,
@@ -442,7 +443,9 @@ fn label<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             // A label is drawn in a legend: the first 60 characters do.
-            Ok(Some(bounded::printable(&v.chars().take(60).collect::<String>())))
+            let label = bounded::printable(&v.chars().take(60).collect::<String>());
+            bounded::charge::<E>(label.len())?;
+            Ok(Some(label))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
             Ok(Some(v.to_string()))
@@ -809,6 +812,23 @@ mod tests {
         assert!(many.contains("r.json is JSON but not the report of a run (invalid type: string"), "{many}");
         let hist = err("{\"targets\": [], \"peak_established\": 1, \"histograms\": {\"rtt_us\": \"!!\"}}");
         assert!(hist.contains("r.json: histograms.rtt_us is not base64"), "{hist}");
+    }
+
+    /// #17: every list and map a report holds is charged to the budget:
+    /// five million causes in one sample are refused, not drawn.
+    #[test]
+    fn many_causes_are_refused_at_the_budget() {
+        let causes: Vec<String> = (0..2_000_000).map(|i| format!("\"{i}\":1")).collect();
+        let text =
+            format!(r#"{{"target": 1, "held": 1, "timeline": [{{"t": 1, "failures": {{{}}}}}]}}"#, causes.join(","));
+        let why = err(&text);
+        assert!(why.contains("holds more samples, causes or names than a report can"), "{why}");
+        // 100,000 parts take 17 MB; their six labels of 60 bytes, 36 more.
+        let n = "n".repeat(60);
+        let part = format!(r#"{{"name":"{n}","agent":"{n}","backend":"{n}","id":"{n}","addr":"{n}","address":"{n}"}}"#);
+        let parts = vec![part; 100_000];
+        let text = format!(r#"{{"report_version": 2, "agents": [{}]}}"#, parts.join(","));
+        assert!(err(&text).contains("holds more samples"), "labels are charged");
     }
 
     #[test]
