@@ -6,7 +6,7 @@
 //! - Its bytes, before they are parsed: no JSON string longer than
 //!   [`MAX_STRING_BYTES`] ([`Shape`]), so the parser never buffers more.
 //! - What they become: every list, map and text a reader keeps is charged
-//!   to one budget of [`BUDGET_BYTES`] per file ([`vec`], [`map`],
+//!   to one budget of [`BUDGET_BYTES`] per file ([`vec()`], [`map`],
 //!   [`string`] and their `opt_` forms, used with
 //!   `#[serde(deserialize_with = ...)]`): a file of a million empty
 //!   samples is refused at the budget, never grown to gigabytes.

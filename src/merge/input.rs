@@ -5,7 +5,7 @@
 //! Files come from outside: they are read within [`crate::bounded`]'s
 //! bounds (size, string length, memory), and every count and time is
 //! checked against what a run can have before it is summed or drawn
-//! ([`check`]): a file claiming 2^64 agents, a time of 1e308 s or a
+//! (`check`): a file claiming 2^64 agents, a time of 1e308 s or a
 //! version this build does not know is refused, naming the field.
 
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! Files come from outside: they are read within [`crate::bounded`]'s
 //! bounds (size, string length, memory) straight into typed fields, never
 //! into a generic JSON tree, and every time and count is checked against
-//! what a run can have before it is drawn ([`check`]).
+//! what a run can have before it is drawn (`check`).
 
 use std::collections::BTreeMap;
 use std::fmt;
