@@ -832,6 +832,27 @@ mod tests {
     }
 
     #[test]
+    fn cut_or_flipped_reports_are_errors_not_panics() {
+        let good = br#"{"report_version": 2, "target": 10, "held": 10, "shards": {"server": 1, "client": 2},
+            "timeline": [{"t": 1, "established": 5, "failures": {"EMFILE": 1}, "backends": [1, 2]}],
+            "agents": [{"name": "a", "timeline": [{"t": 1, "established": 5}]}, 3, "x"],
+            "machine": {"port_range": [1, 2]}, "histograms": {"rtt_us": "HISTEwAAAAEAAAAAAAAAAwAAAAAAAAABAAAAAAX14QA/8AAAAAAAAAA="}}"#;
+        let r = parse("g.json", "g".into(), good).expect("read");
+        assert_eq!(
+            (r.parts.len(), r.shards, r.f.machine.and_then(|m| m.port_range)),
+            (1, (Some(1), Some(2)), Some((1, 2)))
+        );
+        let mut next = crate::testing::xorshift(17);
+        for _ in 0..3_000 {
+            let mut b = good.to_vec();
+            let i = (next() % b.len() as u64) as usize;
+            b[i] = b"{}[]\",:0-9eE.aZ \\"[(next() % 17) as usize];
+            let cut = (next() % b.len() as u64) as usize + 1;
+            let _ = parse("x.json", "x".into(), &b[..cut]);
+        }
+    }
+
+    #[test]
     fn a_version_1_bench_report_is_read() {
         let text = r#"{"target": 10, "held": 10, "predicted": 99, "shards": {"server": 2, "client": 3},
             "timeline": [{"t": 1.0, "established": 10, "opened_per_s": 10.0, "errors": 0}]}"#;
