@@ -89,12 +89,14 @@ fn agent_report(dir: &Tmp) -> Value {
     let out = common::tcpmax(&args);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let mut v: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    v["timeline"] = json!([sample(1.0, json!({"ECONNREFUSED": 10}))]);
+    v["timeline"] = json!([sample(&v, 1.0, json!({"ECONNREFUSED": 10}))]);
     v
 }
 
-fn sample(t: f64, failures: Value) -> Value {
-    json!({"t": t, "unix_ms": 1_893_553_445_000u64 + (t * 1000.0) as u64, "interval_s": 1.0, "established": 0,
+/// A sample `t` seconds into the ramp of report `v`.
+fn sample(v: &Value, t: f64, failures: Value) -> Value {
+    let start = v["agent"]["ramp_start_unix_ms"].as_u64().unwrap();
+    json!({"t": t, "unix_ms": start + (t * 1000.0) as u64, "interval_s": 1.0, "established": 0,
            "connecting": 0, "opened_per_s": 0.0, "failed": 10, "closed": 0, "pongs_per_s": 0.0, "errors": 10,
            "failures": failures, "rtt_p50_us": null, "rtt_p99_us": null, "user_bytes": 1, "kernel_bytes": 1,
            "shards": {"client": 1, "server": null}})
@@ -178,6 +180,11 @@ fn merge_refuses_hostile_reports_in_bounded_memory() {
         v["errors"] = (0..5_000).map(|i| json!({"errno": format!("E{i}"), "count": 1})).collect();
     });
     let merged = dir.path("merged.json");
+    let out = capped(&["merge", s(&good), "--json", s(&merged)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = dir.path("merged.html");
+    let out = capped(&["report", s(&merged), "-o", s(&html)]);
+    assert!(out.status.success(), "a merged report is drawn: {}", String::from_utf8_lossy(&out.stderr));
     let out = capped(&["merge", s(&many), "--json", s(&merged)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -228,8 +235,9 @@ fn report_refuses_hostile_reports_in_bounded_memory() {
     // a page of a few hundred KB; an escape sequence in a cause is shown
     // escaped and the page stays well-formed XML.
     let many = with("many.json", &|v| {
-        v["timeline"] =
-            (0..5_000).map(|t| sample(t as f64, json!({format!("E{t}"): 1, "E\u{1b}[2J<b>": 1_000}))).collect();
+        let timeline: Value =
+            (0..5_000).map(|t| sample(v, t as f64, json!({format!("E{t}"): 1, "E\u{1b}[2J<b>": 1_000}))).collect();
+        v["timeline"] = timeline;
     });
     let out = capped(&["report", s(&many), "-o", s(&html)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

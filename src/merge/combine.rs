@@ -70,6 +70,13 @@ pub fn merge(mut parts: Vec<Part>) -> crate::Result<MergeReport> {
 
     let starts: Vec<u64> = parts.iter().map(ramp_start).collect();
     let earliest = starts.iter().copied().min().unwrap_or(0);
+    let latest = starts.iter().copied().max().unwrap_or(0);
+    if latest - earliest > MAX_TIMELINE_SECONDS * 1000 {
+        return Err(Error::Input(format!(
+            "the reports' ramps start {} days apart: they are not one run; merge the agents of one run",
+            (latest - earliest) / 86_400_000
+        )));
+    }
     let agents = parts
         .iter()
         .zip(&starts)

@@ -216,6 +216,13 @@ fn absurd_values_and_unknown_versions_are_refused() {
     assert!(w.contains("timeline[0].failures.EMFILE is"), "{w}");
     let w = why(&|v| v["timeline"][0]["unix_ms"] = json!(u64::MAX));
     assert!(w.contains("timeline[0].unix_ms is"), "{w}");
+    // A timeline years from its ramp would make times `report` refuses.
+    let w = why(&|v| v["timeline"][0]["unix_ms"] = json!(T0 + 400 * 86_400_000));
+    assert!(w.contains("timeline[0].unix_ms is 1928113445000, more than a year from agent.ramp_start_unix_ms"), "{w}");
+    let mut far = report(1, 2, &new_hist(), json!([]));
+    far["agent"]["ramp_start_unix_ms"] = json!(T0 + 40 * 86_400_000);
+    let m = merge(vec![part(&good, "a.json"), part(&far, "b.json")]);
+    assert!(input_error(m).contains("the reports' ramps start 40 days apart"));
     // Sums are checked: past 2^64 is refused, never wrapped.
     assert!(add(u64::MAX, 1, "pongs").unwrap_err().to_string().contains("pongs summed over the reports passes 2^64"));
     assert_eq!(add(2, 3, "x").unwrap(), 5);

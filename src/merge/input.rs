@@ -183,6 +183,15 @@ fn check(file: &str, report: AgentReport) -> crate::Result<Part> {
     for (i, s) in r.timeline.iter().enumerate() {
         sample(s).map_err(|what| damaged(format!("timeline[{i}].{what}")))?;
     }
+    // The timeline follows the ramp's start: a year apart is not one run.
+    let start = r.agent.ramp_start_unix_ms;
+    let far = |s: &&Sample| start > 0 && s.unix_ms.abs_diff(start) as f64 > bounded::MAX_SECONDS * 1000.0;
+    if let Some((i, s)) = r.timeline.iter().enumerate().find(|(_, s)| far(s)) {
+        return Err(damaged(format!(
+            "timeline[{i}].unix_ms is {}, more than a year from agent.ramp_start_unix_ms {start}",
+            s.unix_ms
+        )));
+    }
     let decode = |name: &str, text: &str| {
         hist::decode(text).map_err(|why| Error::Input(format!("{file} is damaged: histograms.{name} is {why}")))
     };
