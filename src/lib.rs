@@ -20,6 +20,7 @@
 //! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
 //! | [`interrupt`] | SIGINT and SIGTERM for every subcommand: the first stops in order, the second at once |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
+//! | [`bounded`] | reading report files from outside within bounds: size, string length, a memory budget; text made safe to print |
 //! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit, the kernel's drop counters |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
@@ -35,6 +36,7 @@
 //! | `sys` (crate-private) | every syscall and every `unsafe` block, nowhere else |
 
 pub mod bench;
+pub mod bounded;
 pub mod calc;
 pub mod cli;
 pub mod cluster;

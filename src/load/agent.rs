@@ -99,6 +99,7 @@ pub struct WholePlan {
     /// Connections of the whole plan.
     pub count: u64,
     /// Destinations, distinct, as given.
+    #[serde(deserialize_with = "crate::bounded::vec")]
     pub targets: Vec<SocketAddr>,
     /// Agents sharing the plan.
     pub agents: u64,

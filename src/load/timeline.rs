@@ -66,6 +66,7 @@ pub struct Sample {
     /// Failures of all kinds so far.
     pub errors: u64,
     /// Failures during the interval by errno name (only those seen).
+    #[serde(deserialize_with = "crate::bounded::map")]
     pub failures: BTreeMap<String, u64>,
     /// Median heartbeat round trip of the interval; null when no reply came
     /// back or the engine does not report it per interval.

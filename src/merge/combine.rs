@@ -20,6 +20,23 @@ use crate::units::group;
 /// apart than that are not one run.
 pub const MAX_TIMELINE_SECONDS: u64 = 31 * 86_400;
 
+/// The most rows of the merged timeline: a longer span is summed by steps
+/// of several seconds (`interval_s`), as each agent's own timeline is
+/// decimated, so the merged report stays the size of its inputs.
+pub const MAX_ROWS: u64 = crate::load::timeline::MAX_SAMPLES as u64;
+
+/// `a + b`, or an input error naming what overflowed: reports whose sums
+/// pass 2^64 are damaged (each count is at most 2^48, checked on reading).
+fn add(a: u64, b: u64, what: &str) -> crate::Result<u64> {
+    a.checked_add(b)
+        .ok_or_else(|| Error::Input(format!("{what} summed over the reports passes 2^64: the reports are damaged")))
+}
+
+/// The sum of `f` over the parts, checked.
+fn total(parts: &[Part], what: &str, f: fn(&Part) -> u64) -> crate::Result<u64> {
+    parts.iter().try_fold(0, |acc, p| add(acc, f(p), what))
+}
+
 /// Merges the agents' reports. Reports of different plans or versions, or
 /// one agent given twice, are refused ([`Error::Input`]).
 pub fn merge(mut parts: Vec<Part>) -> crate::Result<MergeReport> {
@@ -53,19 +70,26 @@ pub fn merge(mut parts: Vec<Part>) -> crate::Result<MergeReport> {
 
     let starts: Vec<u64> = parts.iter().map(ramp_start).collect();
     let earliest = starts.iter().copied().min().unwrap_or(0);
+    let latest = starts.iter().copied().max().unwrap_or(0);
+    if latest - earliest > MAX_TIMELINE_SECONDS * 1000 {
+        return Err(Error::Input(format!(
+            "the reports' ramps start {} days apart: they are not one run; merge the agents of one run",
+            (latest - earliest) / 86_400_000
+        )));
+    }
     let agents = parts
         .iter()
         .zip(&starts)
         .map(|(p, &start)| {
             let r = &p.report;
-            AgentRow {
+            Ok(AgentRow {
                 index: r.agent.index,
                 file: p.file.clone(),
                 share: r.count,
                 held_at_end: r.held_at_end,
                 peak_established: r.peak_established,
                 failed: r.failed,
-                errors: r.errors.iter().map(|e| e.count).sum(),
+                errors: r.errors.iter().try_fold(0, |acc, e| add(acc, e.count, "errors"))?,
                 ramp_seconds: r.ramp_seconds,
                 ramp_start_unix_ms: start,
                 start_skew_ms: start - earliest,
@@ -73,30 +97,30 @@ pub fn merge(mut parts: Vec<Part>) -> crate::Result<MergeReport> {
                 interrupted: r.interrupted,
                 commit: r.machine.commit.clone(),
                 timeline: r.timeline.clone(),
-            }
+            })
         })
-        .collect::<Vec<_>>();
+        .collect::<crate::Result<Vec<_>>>()?;
     let timeline = timeline(&parts, earliest)?;
-    let sum = |f: fn(&Part) -> u64| parts.iter().map(f).sum::<u64>();
+    let sum = |what: &str, f: fn(&Part) -> u64| total(&parts, what, f);
     let missing = !missing_agents.is_empty();
     Ok(MergeReport {
         agents_merged: parts.len() as u64,
         complete: !missing,
         missing_agents,
-        count: sum(|p| p.report.count),
-        held_at_end: sum(|p| p.report.held_at_end),
+        count: sum("count", |p| p.report.count)?,
+        held_at_end: sum("held_at_end", |p| p.report.held_at_end)?,
         peak_established: timeline.iter().map(|s| s.established).max().unwrap_or(0),
-        sum_of_peaks: sum(|p| p.report.peak_established),
-        opened: sum(|p| p.report.opened),
-        failed: sum(|p| p.report.failed),
-        closed_by_peer: sum(|p| p.report.closed_by_peer),
-        reconnects: sum(|p| p.report.reconnects),
-        pings_sent: sum(|p| p.report.pings_sent),
-        pongs: sum(|p| p.report.pongs),
+        sum_of_peaks: sum("peak_established", |p| p.report.peak_established)?,
+        opened: sum("opened", |p| p.report.opened)?,
+        failed: sum("failed", |p| p.report.failed)?,
+        closed_by_peer: sum("closed_by_peer", |p| p.report.closed_by_peer)?,
+        reconnects: sum("reconnects", |p| p.report.reconnects)?,
+        pings_sent: sum("pings_sent", |p| p.report.pings_sent)?,
+        pongs: sum("pongs", |p| p.report.pongs)?,
         connect_latency_us: Percentiles::of(&connect),
         ping_rtt_us: Percentiles::of(&rtt),
         histograms: Histograms { connect_us: hist::encode(&connect)?, rtt_us: hist::encode(&rtt)? },
-        errors: errors(&parts),
+        errors: errors(&parts)?,
         start_skew_ms: agents.iter().map(|a| a.start_skew_ms).max().unwrap_or(0),
         interrupted_agents: agents.iter().filter(|a| a.interrupted).map(|a| a.index).collect(),
         agents,
@@ -117,7 +141,10 @@ fn same_plan(a: &Part, b: &Part) -> crate::Result<()> {
     if x.version != y.version {
         return Err(Error::Input(format!(
             "{} was written by tcpmax {} and {} by tcpmax {}: merge the reports of one run, made by one build",
-            a.file, x.version, b.file, y.version
+            a.file,
+            crate::bounded::printable(&x.version),
+            b.file,
+            crate::bounded::printable(&y.version)
         )));
     }
     let diff = differences(x, y);
@@ -178,10 +205,11 @@ fn ramp_start(p: &Part) -> u64 {
 }
 
 /// Every errno summed over the agents, most frequent first.
-fn errors(parts: &[Part]) -> Vec<ErrnoTotal> {
+fn errors(parts: &[Part]) -> crate::Result<Vec<ErrnoTotal>> {
     let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
     for e in parts.iter().flat_map(|p| &p.report.errors) {
-        *sums.entry(&e.errno).or_insert(0) += e.count;
+        let sum = sums.entry(&e.errno).or_insert(0);
+        *sum = add(*sum, e.count, "an errno's count")?;
     }
     let mut rows: Vec<ErrnoTotal> = sums
         .into_iter()
@@ -191,14 +219,17 @@ fn errors(parts: &[Part]) -> Vec<ErrnoTotal> {
         })
         .collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.errno.cmp(&b.errno)));
-    rows
+    Ok(rows)
 }
 
 /// The timelines summed by wall-clock second. For each second, an agent
 /// contributes its last sample taken in or before that second, from the
 /// second of its first sample to the second of its last: an agent whose
 /// sampling skipped a second (samples are about a second apart, each on its
-/// own clock phase) still counts with its latest figures.
+/// own clock phase) still counts with its latest figures. A span longer
+/// than [`MAX_ROWS`] seconds is summed by steps of several seconds, each
+/// row the agents' latest figures at the end of its step. Sums are
+/// checked.
 pub fn timeline(parts: &[Part], earliest_ms: u64) -> crate::Result<Vec<MergedSample>> {
     let lines: Vec<&[Sample]> = parts.iter().map(|p| &p.report.timeline[..]).filter(|t| !t.is_empty()).collect();
     let sec = |s: &Sample| s.unix_ms / 1000;
@@ -207,18 +238,23 @@ pub fn timeline(parts: &[Part], earliest_ms: u64) -> crate::Result<Vec<MergedSam
     else {
         return Ok(Vec::new());
     };
-    if hi - lo > MAX_TIMELINE_SECONDS {
+    let span = hi.saturating_sub(lo);
+    if span > MAX_TIMELINE_SECONDS {
         return Err(Error::Input(format!(
             "the reports' timelines span {} days: they are not one run; merge the agents of one run",
-            (hi - lo) / 86_400
+            span / 86_400
         )));
     }
+    let step = (span + 1).div_ceil(MAX_ROWS).max(1);
     let mut next = vec![0usize; lines.len()];
-    let mut out = Vec::with_capacity((hi - lo + 1) as usize);
-    for second in lo..=hi {
+    let mut out = Vec::with_capacity((span / step + 1) as usize);
+    let mut start = lo;
+    while start <= hi {
+        let end = (start + step - 1).min(hi);
         let mut row = MergedSample {
-            unix_ms: second * 1000,
-            t: ((second + 1) * 1000).saturating_sub(earliest_ms) as f64 / 1000.0,
+            unix_ms: start * 1000,
+            t: ((end + 1) * 1000).saturating_sub(earliest_ms) as f64 / 1000.0,
+            interval_s: (end + 1 - start) as f64,
             agents: 0,
             established: 0,
             connecting: 0,
@@ -229,25 +265,26 @@ pub fn timeline(parts: &[Part], earliest_ms: u64) -> crate::Result<Vec<MergedSam
             errors: 0,
         };
         for (line, at) in lines.iter().zip(next.iter_mut()) {
-            // Advance to the last sample in or before this second.
-            while *at + 1 < line.len() && sec(&line[*at + 1]) <= second {
+            // Advance to the last sample in or before this step's end.
+            while *at + 1 < line.len() && sec(&line[*at + 1]) <= end {
                 *at += 1;
             }
             let s = &line[*at];
             let last = line.last().map_or(0, sec);
-            if sec(s) > second || second > last {
+            if sec(s) > end || start > last {
                 continue;
             }
             row.agents += 1;
-            row.established += s.established;
-            row.connecting += s.connecting;
+            row.established = add(row.established, s.established, "timeline.established")?;
+            row.connecting = add(row.connecting, s.connecting, "timeline.connecting")?;
             row.opened_per_s += s.opened_per_s;
-            row.failed += s.failed;
-            row.closed += s.closed;
+            row.failed = add(row.failed, s.failed, "timeline.failed")?;
+            row.closed = add(row.closed, s.closed, "timeline.closed")?;
             row.pongs_per_s += s.pongs_per_s;
-            row.errors += s.errors;
+            row.errors = add(row.errors, s.errors, "timeline.errors")?;
         }
         out.push(row);
+        start = end + 1;
     }
     Ok(out)
 }

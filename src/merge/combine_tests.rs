@@ -41,7 +41,7 @@ fn sample(unix_ms: u64, established: u64) -> Value {
 }
 
 fn part(v: &Value, file: &str) -> Part {
-    parse(file, &v.to_string()).unwrap()
+    parse(file, v.to_string().as_bytes()).unwrap()
 }
 
 fn input_error<T: std::fmt::Debug>(r: crate::Result<T>) -> String {
@@ -107,7 +107,7 @@ fn missing_agents_are_named() {
     let m = merge(vec![part(&report(2, 4, &h, json!([])), "a2.json")]).unwrap();
     assert!(!m.complete);
     assert_eq!(m.missing_agents, [0, 1, 3]);
-    assert!(m.render().contains("missing agents      0, 1, 3"));
+    assert!(m.render().contains("missing agents      0-1, 3"));
 }
 
 #[test]
@@ -132,28 +132,28 @@ fn reports_of_other_plans_or_versions_are_refused() {
 #[test]
 fn bad_files_are_named_with_what_is_wrong() {
     let good = report(0, 2, &new_hist(), json!([])).to_string();
-    let why = input_error(parse("cut.json", &good[..good.len() / 2]));
+    let why = input_error(parse("cut.json", &good.as_bytes()[..good.len() / 2]));
     assert!(why.starts_with("cut.json is truncated"), "{why}");
-    let why = input_error(parse("empty.json", " \n"));
+    let why = input_error(parse("empty.json", b" \n"));
     assert!(why.starts_with("empty.json is empty"), "{why}");
-    let why = input_error(parse("log.txt", "agent 0 of 4\n{}"));
+    let why = input_error(parse("log.txt", b"agent 0 of 4\n{}"));
     assert!(why.starts_with("log.txt is not a tcpmax load report"), "{why}");
-    let why = input_error(parse("old.json", r#"{"count": 1}"#));
+    let why = input_error(parse("old.json", br#"{"count": 1}"#));
     assert!(why.contains("old.json is not a tcpmax load report") && why.contains("missing field"), "{why}");
     let mut v: Value = serde_json::from_str(&good).unwrap();
     v["histograms"]["connect_us"] = json!("bm90IGEgaGlzdG9ncmFt");
-    let why = input_error(parse("hist.json", &v.to_string()));
+    let why = input_error(parse("hist.json", v.to_string().as_bytes()));
     assert!(why.starts_with("hist.json is damaged: histograms.connect_us"), "{why}");
     v = serde_json::from_str(&good).unwrap();
     v["agent"]["index"] = json!(2);
-    assert!(input_error(parse("idx.json", &v.to_string())).contains("agent 2 of 2"));
+    assert!(input_error(parse("idx.json", v.to_string().as_bytes())).contains("agent 2 of 2"));
     // Random cuts and byte flips never panic.
     let mut next = crate::testing::xorshift(99);
     for _ in 0..300 {
         let mut b = good.clone().into_bytes();
         let i = (next() % b.len() as u64) as usize;
         b[i] = b"{}[]\",:0aZ"[(next() % 10) as usize];
-        let _ = parse("x.json", &String::from_utf8_lossy(&b[..(next() % b.len() as u64) as usize]));
+        let _ = parse("x.json", &b[..(next() % b.len() as u64) as usize]);
     }
 }
 
@@ -172,4 +172,91 @@ fn timeline_sums_by_wall_clock_second() {
     assert_eq!(m.peak_established, 35);
     assert_eq!(m.timeline[0].t, 1.0);
     assert!((m.timeline[1].opened_per_s - 20.0).abs() < 1e-9);
+}
+
+/// #17: a 4 KB report claiming 2^64-1 (or 50,000,000) agents grew `merge`
+/// to gigabytes listing the missing ones; it is refused on reading.
+#[test]
+fn absurd_agent_counts_are_refused() {
+    for agents in [u64::MAX, 50_000_000, 100_001] {
+        let v = report(0, 4, &new_hist(), json!([]));
+        let mut v = v;
+        v["agent"]["whole"]["agents"] = json!(agents);
+        let why = input_error(parse("many.json", v.to_string().as_bytes()));
+        assert!(why.contains(&format!("many.json is damaged: it says agent 0 of {agents}")), "{why}");
+        assert!(why.contains("1 to 100,000 agents"), "{why}");
+    }
+    // The most a plan may have is merged, its missing agents shown as runs.
+    let v = report(5, 100_000, &new_hist(), json!([]));
+    let m = merge(vec![part(&v, "a5.json")]).unwrap();
+    assert_eq!(m.missing_agents.len(), 99_999);
+    assert!(m.render().contains("missing agents      0-4, 6-99999 (no report"), "{}", m.render());
+}
+
+/// #17: versions this build does not know, times and counts no run can
+/// have are refused, naming the field and the file.
+#[test]
+fn absurd_values_and_unknown_versions_are_refused() {
+    let good = report(0, 2, &new_hist(), json!([sample(T0, 5)]));
+    let why = |f: &dyn Fn(&mut Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        input_error(parse("x.json", v.to_string().as_bytes()))
+    };
+    let w = why(&|v| v["report_version"] = json!(99));
+    assert!(w.contains("x.json is a version 99 report; this tcpmax merges versions 1 to 2"), "{w}");
+    assert!(why(&|v| v["report_version"] = json!(0)).contains("version 0 report"));
+    let w = why(&|v| v["timeline"][0]["t"] = json!(1e308));
+    assert!(w.contains("x.json is damaged: timeline[0].t is 1e308, not a time a run can have"), "{w}");
+    let w = why(&|v| v["ramp_seconds"] = json!(-1.0));
+    assert!(w.contains("ramp_seconds is -1"), "{w}");
+    let w = why(&|v| v["pongs"] = json!(u64::MAX));
+    assert!(w.contains("pongs is 18446744073709551615, more than any run can count"), "{w}");
+    let w = why(&|v| v["timeline"][0]["failures"] = json!({"EMFILE": u64::MAX}));
+    assert!(w.contains("timeline[0].failures.EMFILE is"), "{w}");
+    let w = why(&|v| v["timeline"][0]["unix_ms"] = json!(u64::MAX));
+    assert!(w.contains("timeline[0].unix_ms is"), "{w}");
+    // A timeline years from its ramp would make times `report` refuses.
+    let w = why(&|v| v["timeline"][0]["unix_ms"] = json!(T0 + 400 * 86_400_000));
+    assert!(w.contains("timeline[0].unix_ms is 1928113445000, more than a year from agent.ramp_start_unix_ms"), "{w}");
+    let mut far = report(1, 2, &new_hist(), json!([]));
+    far["agent"]["ramp_start_unix_ms"] = json!(T0 + 40 * 86_400_000);
+    let m = merge(vec![part(&good, "a.json"), part(&far, "b.json")]);
+    assert!(input_error(m).contains("the reports' ramps start 40 days apart"));
+    // Sums are checked: past 2^64 is refused, never wrapped.
+    assert!(add(u64::MAX, 1, "pongs").unwrap_err().to_string().contains("pongs summed over the reports passes 2^64"));
+    assert_eq!(add(2, 3, "x").unwrap(), 5);
+}
+
+/// #17: an errno name carrying escape sequences is shown escaped on the
+/// terminal, never sent raw.
+#[test]
+fn text_from_reports_is_printed_escaped() {
+    let mut v = report(0, 1, &new_hist(), json!([]));
+    v["errors"] = json!([{"errno": "E\u{1b}]0;pwned\u{7}\u{1b}[2J", "count": 3}]);
+    v["agent"]["whole"]["version"] = json!("0.1\u{1b}[31m");
+    let m = merge(vec![part(&v, "a.json")]).unwrap();
+    let text = m.render();
+    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+    assert!(text.contains("E\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"), "{text}");
+    // 5,000 causes: the table shows the first twenty and says how many more.
+    let errors: Vec<Value> = (0..5_000).map(|i| json!({"errno": format!("E{i}"), "count": 1})).collect();
+    v["errors"] = json!(errors);
+    let text = merge(vec![part(&v, "a.json")]).unwrap().render();
+    assert!(text.contains("and 4980 more errnos (in the JSON report)"), "{text}");
+    assert!(text.lines().count() < 60, "{} lines", text.lines().count());
+}
+
+/// A merged timeline longer than MAX_ROWS seconds is summed by steps, so
+/// two reports days apart do not make millions of rows.
+#[test]
+fn a_long_span_is_summed_by_steps() {
+    let h = new_hist();
+    let days = 20 * 86_400_000;
+    let a = report(0, 2, &h, json!([sample(T0, 10), sample(T0 + days, 20)]));
+    let b = report(1, 2, &h, json!([sample(T0 + 500, 5), sample(T0 + days, 7)]));
+    let m = merge(vec![part(&a, "a"), part(&b, "b")]).unwrap();
+    assert!(m.timeline.len() as u64 <= MAX_ROWS, "{} rows", m.timeline.len());
+    assert_eq!(m.timeline[0].interval_s, 241.0);
+    assert_eq!((m.timeline[0].established, m.timeline.last().unwrap().established), (15, 27));
 }

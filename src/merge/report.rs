@@ -7,10 +7,14 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::bounded::printable;
 use crate::load::agent::WholePlan;
 use crate::load::hist::Histograms;
 use crate::load::report::{Percentiles, micros};
 use crate::units::group;
+
+/// Errno rows shown in the human table (all are in the JSON).
+pub const ERRNO_ROWS: usize = 20;
 
 /// One errno summed over the agents, with what it means.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,13 +64,17 @@ pub struct AgentRow {
     pub timeline: Vec<crate::load::timeline::Sample>,
 }
 
-/// One wall-clock second, summed over the agents.
+/// One wall-clock second (or step of seconds, on a long run), summed over
+/// the agents.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MergedSample {
     /// Start of the second, ms since the Unix epoch.
     pub unix_ms: u64,
     /// Seconds from the earliest ramp start to the end of this second.
     pub t: f64,
+    /// Seconds this row covers: 1, more on a timeline longer than
+    /// [`super::combine::MAX_ROWS`] seconds.
+    pub interval_s: f64,
     /// Agents with a sample for this second.
     pub agents: u64,
     /// Connections established.
@@ -147,7 +155,7 @@ impl MergeReport {
             p.agents,
             group(p.count),
             targets(p),
-            p.version
+            printable(&p.version)
         );
         if !self.complete {
             let _ = writeln!(
@@ -190,9 +198,12 @@ impl MergeReport {
             let _ = writeln!(w, "  errors              none");
         } else {
             let _ = writeln!(w, "  errors:");
-            for e in &self.errors {
-                let _ = writeln!(w, "    {:<14} {:>10}  {}", e.errno, group(e.count), e.meaning);
+            for e in self.errors.iter().take(ERRNO_ROWS) {
+                let _ = writeln!(w, "    {:<14} {:>10}  {}", printable(&e.errno), group(e.count), e.meaning);
                 let _ = writeln!(w, "    {:<14} {:>10}  fix: {}", "", "", e.fix);
+            }
+            if self.errors.len() > ERRNO_ROWS {
+                let _ = writeln!(w, "    and {} more errnos (in the JSON report)", self.errors.len() - ERRNO_ROWS);
             }
         }
         let _ = writeln!(
@@ -226,6 +237,17 @@ fn targets(p: &WholePlan) -> String {
     }
 }
 
+/// Indices as runs: "0, 2-5, 9" (a plan may miss thousands of agents).
 fn list(v: &[u64]) -> String {
-    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &i in v {
+        match runs.last_mut() {
+            Some((_, hi)) if hi.checked_add(1) == Some(i) => *hi = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    let shown: Vec<String> =
+        runs.iter().take(20).map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
+    let more = runs.len().saturating_sub(20);
+    if more > 0 { format!("{} and {more} more ranges", shown.join(", ")) } else { shown.join(", ") }
 }

@@ -9,8 +9,9 @@
 
 use hdrhistogram::Histogram;
 
-use super::input::{Kind, Pct, Run, SampleIn};
+use super::input::{Kind, PartSample, Pct, Run, SampleIn};
 use super::plots::{self, Axis, Band, Chart, Dash, Line, PALETTE};
+use crate::bounded;
 use crate::load::report::micros;
 use crate::units::group;
 
@@ -90,22 +91,40 @@ fn count(n: usize, v: f64) -> String {
     if n == 1 { group(v as u64) } else { si(v) }
 }
 
+/// The most agents' or backends' lines drawn for one run; the others are
+/// named in a note (a report may list thousands).
+pub const MAX_PART_LINES: usize = 32;
+
+/// The most causes drawn for one run: the most frequent, the others summed
+/// in one line (a report may list thousands).
+pub const MAX_CAUSES: usize = 8;
+
 fn last_t(runs: &[Run]) -> f64 {
-    let parts = runs.iter().flat_map(|r| r.parts.iter().map(|p| &p.timeline));
-    runs.iter().map(|r| &r.f.timeline).chain(parts).filter_map(|t| t.last()).map(|s| s.t).fold(1.0, f64::max)
+    let parts = runs.iter().flat_map(|r| r.parts.iter().filter_map(|p| p.timeline.last()).map(|s| s.t));
+    runs.iter().filter_map(|r| r.f.timeline.last()).map(|s| s.t).chain(parts).fold(1.0, f64::max)
 }
 
-/// Agents' or backends' lines of a run, labelled up to eight of them.
-fn part_lines(run: &Run, i: usize, n: usize, y: fn(&SampleIn) -> f64) -> Vec<Line> {
+/// Agents' or backends' lines of a run, up to [`MAX_PART_LINES`], labelled
+/// up to eight of them.
+fn part_lines(run: &Run, i: usize, n: usize, y: fn(&PartSample) -> f64) -> Vec<Line> {
     let color = PALETTE[i % PALETTE.len()];
     run.parts
         .iter()
+        .take(MAX_PART_LINES)
         .enumerate()
         .map(|(k, p)| {
             let label = (k < 8).then(|| name(run, n, &p.label));
             let pts = p.timeline.iter().map(|s| (s.t, y(s))).collect();
             Line { width: 1, ..Line::new(label, color, pts).dash(Dash::nth(k + 1)) }
         })
+        .collect()
+}
+
+/// The note of the parts not drawn, if some are not.
+fn parts_note(runs: &[Run]) -> Vec<String> {
+    runs.iter()
+        .filter(|r| r.parts.len() > MAX_PART_LINES)
+        .map(|r| format!("{}: the first {MAX_PART_LINES} of {} agents or backends are drawn.", r.label, r.parts.len()))
         .collect()
 }
 
@@ -182,6 +201,7 @@ fn held(runs: &[Run]) -> Chart {
         Axis::linear("seconds since the start", (0.0, x_hi), secs),
         Axis::linear("connections", (0.0, y_hi), si),
     );
+    notes.extend(parts_note(runs));
     c.lines = lines;
     c.notes = notes;
     c
@@ -191,8 +211,10 @@ fn rate(runs: &[Run]) -> Chart {
     let n = runs.len();
     let y_hi = runs
         .iter()
-        .flat_map(|r| r.f.timeline.iter().chain(r.parts.iter().flat_map(|p| p.timeline.iter())))
-        .map(|s| s.opened_per_s)
+        .flat_map(|r| {
+            let parts = r.parts.iter().take(MAX_PART_LINES).flat_map(|p| p.timeline.iter().map(|s| s.opened_per_s));
+            r.f.timeline.iter().map(|s| s.opened_per_s).chain(parts)
+        })
         .fold(1.0, f64::max)
         * 1.1;
     let mut c = Chart::new(
@@ -209,6 +231,7 @@ fn rate(runs: &[Run]) -> Chart {
         c.lines.extend(part_lines(r, i, n, |s| s.opened_per_s));
     }
     c.lines.extend(limit_lines(runs, y_hi));
+    c.notes.extend(parts_note(runs));
     c
 }
 
@@ -431,24 +454,39 @@ fn rtt_over_time(runs: &[Run]) -> Chart {
 }
 
 /// (cause, per-second points) of a run; from the running error total when
-/// the samples have no causes (version 1 reports).
+/// the samples have no causes (version 1 reports). The [`MAX_CAUSES`] most
+/// frequent causes have a line each, in name order; the others share one,
+/// "N other causes".
 fn causes(r: &Run) -> Vec<(String, Vec<(f64, f64)>)> {
     let tl = &r.f.timeline;
     let per = |s: &SampleIn, v: u64| v as f64 / s.interval_s.unwrap_or(1.0).max(1e-9);
     if tl.iter().any(|s| s.failures.is_some()) {
-        let mut names: Vec<&String> = tl.iter().filter_map(|s| s.failures.as_ref()).flat_map(|m| m.keys()).collect();
-        names.sort();
-        names.dedup();
-        return names
+        let mut totals: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for (e, &v) in tl.iter().filter_map(|s| s.failures.as_ref()).flatten() {
+            let t = totals.entry(e).or_insert(0);
+            *t = t.saturating_add(v);
+        }
+        let mut ranked: Vec<(&str, u64)> = totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let others: Vec<&str> = ranked.iter().skip(MAX_CAUSES).map(|c| c.0).collect();
+        let mut shown: Vec<&str> = ranked.iter().take(MAX_CAUSES).map(|c| c.0).collect();
+        shown.sort_unstable();
+        let at = |s: &SampleIn, e: &str| s.failures.as_ref().and_then(|m| m.get(e)).copied().unwrap_or(0);
+        let mut out: Vec<(String, Vec<(f64, f64)>)> = shown
             .into_iter()
-            .map(|e| {
-                let pts = tl
-                    .iter()
-                    .map(|s| (s.t, per(s, s.failures.as_ref().and_then(|m| m.get(e)).copied().unwrap_or(0))))
-                    .collect();
-                (e.clone(), pts)
-            })
+            .map(|e| (bounded::printable(e), tl.iter().map(|s| (s.t, per(s, at(s, e)))).collect()))
             .collect();
+        if !others.is_empty() {
+            let pts = tl
+                .iter()
+                .map(|s| {
+                    let sum = s.failures.iter().flatten().filter(|(e, _)| !shown_has(&out, e)).map(|(_, &v)| v);
+                    (s.t, per(s, sum.fold(0u64, u64::saturating_add)))
+                })
+                .collect();
+            out.push((format!("{} other causes", others.len()), pts));
+        }
+        return out;
     }
     if tl.windows(2).all(|w| w[1].errors == w[0].errors) && tl.first().is_none_or(|s| s.errors == 0) {
         return Vec::new();
@@ -463,6 +501,11 @@ fn causes(r: &Run) -> Vec<(String, Vec<(f64, f64)>)> {
         })
         .collect();
     vec![("all causes".to_string(), pts)]
+}
+
+/// True when cause `e` has a line of its own among `out`.
+fn shown_has(out: &[(String, Vec<(f64, f64)>)], e: &str) -> bool {
+    out.iter().any(|(name, _)| *name == bounded::printable(e))
 }
 
 fn failures(runs: &[Run]) -> Chart {
@@ -572,7 +615,7 @@ mod tests {
     }
 
     fn run(json: &str) -> Run {
-        super::super::input::parse("t.json", "t".into(), json).expect("read")
+        super::super::input::parse("t.json", "t".into(), json.as_bytes()).expect("read")
     }
 
     #[test]

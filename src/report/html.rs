@@ -32,10 +32,11 @@ figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 footer { margin-top: 20px; font-size: 12px; color: #777; }
 ";
 
-/// Escapes text for HTML and XML.
+/// Escapes text for HTML and XML; control characters, which XML does not
+/// allow, are shown as `\u{..}` escapes.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in crate::bounded::printable(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -217,5 +218,6 @@ mod tests {
     #[test]
     fn text_is_escaped() {
         assert_eq!(super::esc("a<b & 'c' \"d\">"), "a&lt;b &amp; &#39;c&#39; &quot;d&quot;&gt;");
+        assert_eq!(super::esc("<\u{1b}[2J>"), "&lt;\\u{1b}[2J&gt;");
     }
 }

@@ -4,16 +4,23 @@
 //! older version did not write is simply absent. Anything else is an input
 //! error naming the file: not JSON, a truncated file, JSON that is not a
 //! tcpmax report, a report version newer than this build reads.
+//!
+//! Files come from outside: they are read within [`crate::bounded`]'s
+//! bounds (size, string length, memory) straight into typed fields, never
+//! into a generic JSON tree, and every time and count is checked against
+//! what a run can have before it is drawn (`check`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
-use base64::Engine as _;
 use hdrhistogram::Histogram;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
+use crate::bounded::{self, ReadError};
 use crate::error::Error;
+use crate::load::hist;
 use crate::load::report::Percentiles;
 use crate::machine::Machine;
 use crate::output::REPORT_VERSION;
@@ -80,6 +87,7 @@ pub struct SampleIn {
     /// Failures of all kinds so far.
     pub errors: u64,
     /// Failures during the interval by errno.
+    #[serde(deserialize_with = "bounded::opt_map")]
     pub failures: Option<BTreeMap<String, u64>>,
     /// Median RTT of the interval.
     pub rtt_p50_us: Option<u64>,
@@ -89,6 +97,21 @@ pub struct SampleIn {
     pub user_bytes: Option<u64>,
     /// Slab growth since the start.
     pub kernel_bytes: Option<u64>,
+    /// Cluster: connections held by each backend, in order.
+    #[serde(deserialize_with = "bounded::opt_vec")]
+    pub backends: Option<Vec<u64>>,
+}
+
+/// One sample of an agent's or backend's own timeline: what its line needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PartSample {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Connections established.
+    pub established: u64,
+    /// Connections established per second.
+    pub opened_per_s: f64,
 }
 
 /// What stopped the ramp.
@@ -148,9 +171,24 @@ pub struct Fields {
     /// Stopped by Ctrl-C.
     pub interrupted: Option<bool>,
     /// One sample a second.
+    #[serde(deserialize_with = "bounded::vec")]
     pub timeline: Vec<SampleIn>,
     /// Where it ran.
     pub machine: Option<MachineIn>,
+    /// The layout version, as written.
+    pub report_version: Version,
+    /// Load: where it connected (only its presence is kept).
+    pub targets: Option<IgnoredAny>,
+    /// Merged: the agents, with their own timelines.
+    #[serde(deserialize_with = "parts_list")]
+    pub agents: Option<Vec<PartIn>>,
+    /// Cluster: the backends, maybe with their own timelines.
+    #[serde(deserialize_with = "parts_list")]
+    pub backends: Option<Vec<PartIn>>,
+    /// Shards, as written.
+    pub shards: Shards,
+    /// The serialized histograms.
+    pub histograms: Option<HistsIn>,
 }
 
 /// The machine a report ran on.
@@ -180,16 +218,41 @@ pub struct MachineIn {
 
 /// A port range as reports have written it: `{"low": .., "high": ..}` since
 /// version 2, a `[low, high]` pair before.
-fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<(u64, u64)>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Range {
-        Object { low: u64, high: u64 },
-        Pair(u64, u64),
+fn port_range<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u64, u64)>, D::Error> {
+    struct Range;
+    impl<'de> Visitor<'de> for Range {
+        type Value = Option<(u64, u64)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("{\"low\": .., \"high\": ..} or [low, high]")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut low, mut high) = (None, None);
+            while let Some(key) = map.next_key::<std::borrow::Cow<'_, str>>()? {
+                match &*key {
+                    "low" => low = Some(map.next_value::<u64>()?),
+                    "high" => high = Some(map.next_value::<u64>()?),
+                    _ => drop(map.next_value::<IgnoredAny>()?),
+                }
+            }
+            match (low, high) {
+                (Some(l), Some(h)) => Ok(Some((l, h))),
+                _ => Err(de::Error::custom("a port range without low and high")),
+            }
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let (Some(l), Some(h)) = (seq.next_element::<u64>()?, seq.next_element::<u64>()?) else {
+                return Err(de::Error::custom("a port range pair of fewer than two numbers"));
+            };
+            if seq.next_element::<IgnoredAny>()?.is_some() {
+                return Err(de::Error::custom("a port range pair of more than two numbers"));
+            }
+            Ok(Some((l, h)))
+        }
     }
-    Ok(Option::<Range>::deserialize(d)?.map(|r| match r {
-        Range::Object { low, high } | Range::Pair(low, high) => (low, high),
-    }))
+    d.deserialize_any(Range)
 }
 
 impl From<Machine> for MachineIn {
@@ -214,7 +277,7 @@ pub struct Part {
     /// Its name in the report (or its position).
     pub label: String,
     /// Its samples.
-    pub timeline: Vec<SampleIn>,
+    pub timeline: Vec<PartSample>,
 }
 
 /// One report, read and recognised.
@@ -253,142 +316,456 @@ impl Run {
     }
 }
 
+/// The serialized histograms.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HistsIn {
+    /// Round trips.
+    #[serde(deserialize_with = "bounded::opt_string")]
+    pub rtt_us: Option<String>,
+    /// Connect latency.
+    #[serde(deserialize_with = "bounded::opt_string")]
+    pub connect_us: Option<String>,
+}
+
+/// One entry of `agents` or `backends`: a name and maybe a timeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PartIn {
+    /// Names it may have, the first present is used.
+    #[serde(deserialize_with = "label")]
+    pub name: Option<String>,
+    /// The same.
+    #[serde(deserialize_with = "label")]
+    pub agent: Option<String>,
+    /// The same.
+    #[serde(deserialize_with = "label")]
+    pub backend: Option<String>,
+    /// The same.
+    #[serde(deserialize_with = "label")]
+    pub id: Option<String>,
+    /// The same.
+    #[serde(deserialize_with = "label")]
+    pub addr: Option<String>,
+    /// The same.
+    #[serde(deserialize_with = "label")]
+    pub address: Option<String>,
+    /// Its own timeline.
+    #[serde(deserialize_with = "bounded::opt_vec")]
+    pub timeline: Option<Vec<PartSample>>,
+}
+
+/// `report_version` as written: absent, a number, or something else.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub enum Version {
+    /// Not written (version 1).
+    #[default]
+    Absent,
+    /// A number.
+    Number(u64),
+    /// Anything else, shown as written.
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a version number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Version, E> {
+                Ok(Version::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Version, E> {
+                Ok(Version::Other(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Version, E> {
+                Ok(Version::Other(bounded::number(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Version, E> {
+                Ok(Version::Other(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Version, E> {
+                Ok(Version::Other(format!("{:?}", v.chars().take(20).collect::<String>())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Version, E> {
+                Ok(Version::Other("null".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `shards`: `{"server": .., "client": ..}` (bench) or a number (load).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Shards(pub Option<u64>, pub Option<u64>);
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shards, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shards;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("shards")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Shards, E> {
+                Ok(Shards(None, Some(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shards, A::Error> {
+                let mut out = Shards(None, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'_, str>>()? {
+                    let v = map.next_value::<Option<u64>>()?;
+                    match &*key {
+                        "server" => out.0 = v,
+                        "client" => out.1 = v,
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Shards, E> {
+                Ok(Shards(None, None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A label: a string or a number; anything else is skipped.
+fn label<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a name")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            // A label is drawn in a legend: the first 60 characters do.
+            let label = bounded::printable(&v.chars().take(60).collect::<String>());
+            bounded::charge::<E>(label.len())?;
+            Ok(Some(label))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(bounded::number(v)))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `agents` or `backends`: a list of entries (a count or anything else is
+/// not a list of parts and is skipped).
+fn parts_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<PartIn>>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<Vec<PartIn>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of agents or backends")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<PartEntry>()? {
+                if let PartEntry(Some(p)) = item {
+                    bounded::charge::<A::Error>(size_of::<PartIn>())?;
+                    out.push(p);
+                }
+            }
+            Ok(Some(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// An entry of a parts list: an object, or anything else (skipped).
+struct PartEntry(Option<PartIn>);
+
+impl<'de> Deserialize<'de> for PartEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PartEntry, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PartEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an agent or backend")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PartEntry, A::Error> {
+                PartIn::deserialize(de::value::MapAccessDeserializer::new(map)).map(|p| PartEntry(Some(p)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PartEntry, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(PartEntry(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<PartEntry, E> {
+                Ok(PartEntry(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<PartEntry, E> {
+                Ok(PartEntry(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<PartEntry, E> {
+                Ok(PartEntry(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<PartEntry, E> {
+                Ok(PartEntry(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<PartEntry, E> {
+                Ok(PartEntry(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PartEntry, E> {
+                Ok(PartEntry(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+const FIX: &str = "give a report written by `tcpmax bench --json FILE` or `tcpmax load --json FILE`";
+
 /// Reads the report at `path`; every failure is an input error naming it.
 pub fn read(path: &Path) -> crate::Result<Run> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Input(format!("cannot read {name}: {e}")))?;
-    let label = path.file_stem().map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned());
-    parse(&name, label, &text)
+    let label = path.file_stem().map_or_else(|| name.clone(), |s| bounded::printable(&s.to_string_lossy()));
+    let doc = bounded::read::<Fields>(path).map_err(|e| refused(&name, e))?;
+    from_doc(&name, label, doc)
 }
 
-/// Reads a report from its text; `name` is how errors call it.
-pub fn parse(name: &str, label: String, text: &str) -> crate::Result<Run> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let fix = "give a report written by `tcpmax bench --json FILE` or `tcpmax load --json FILE`";
-        Error::Input(if text.trim().is_empty() {
-            format!("{name} is empty, not a tcpmax report: {fix}")
-        } else if e.is_eof() {
-            format!(
-                "{name} is truncated: the JSON ends early (line {}, column {}); was the run stopped while writing it? {fix}",
-                e.line(),
-                e.column()
-            )
-        } else {
-            format!("{name} is not JSON ({e}): {fix}")
-        })
-    })?;
-    from_value(name, label, value)
+/// Reads a report from its bytes; `name` is how errors call it. The entry
+/// point for bytes (tests and fuzzing): no input makes it panic or
+/// allocate beyond [`crate::bounded`]'s budget.
+pub fn parse(name: &str, label: String, bytes: &[u8]) -> crate::Result<Run> {
+    let doc = bounded::parse::<Fields>(bytes).map_err(|e| refused(name, e))?;
+    from_doc(name, label, doc)
 }
 
-/// Recognises and reads a report already parsed as JSON.
-pub fn from_value(name: &str, label: String, value: Value) -> crate::Result<Run> {
-    let has = |k: &str| value.get(k).is_some();
-    let kind = if has("target") && has("held") {
+/// The one line that says why a file is not read.
+fn refused(name: &str, e: ReadError) -> Error {
+    use serde_json::error::Category;
+    Error::Input(match e {
+        ReadError::Io(e) => format!("cannot read {name}: {e}"),
+        ReadError::Empty => format!("{name} is empty, not a tcpmax report: {FIX}"),
+        ReadError::TooBig(_) | ReadError::Shape(_) => format!("{name} is not a tcpmax report: {e}; {FIX}"),
+        ReadError::Json(e) => {
+            let why = bounded::printable(&e.to_string());
+            match e.classify() {
+                Category::Eof => format!(
+                    "{name} is truncated: the JSON ends early (line {}, column {}); was the run stopped while writing it? {FIX}",
+                    e.line(),
+                    e.column()
+                ),
+                Category::Data => format!("{name} is JSON but not the report of a run ({why}): {FIX}"),
+                Category::Syntax | Category::Io => format!("{name} is not JSON ({why}): {FIX}"),
+            }
+        }
+    })
+}
+
+/// Reads a report already parsed as JSON (`bench --report`).
+pub fn from_value(name: &str, label: String, value: serde_json::Value) -> crate::Result<Run> {
+    let bytes = serde_json::to_vec(&value).map_err(|e| Error::Input(format!("{name}: {e}")))?;
+    parse(name, label, &bytes)
+}
+
+/// Recognises a report and checks what it says.
+fn from_doc(name: &str, label: String, mut f: Fields) -> crate::Result<Run> {
+    let (agents, backends, histograms) = (f.agents.take(), f.backends.take(), f.histograms.take());
+    let kind = if f.target.is_some() && f.held.is_some() {
         Kind::Bench
-    } else if has("targets") && has("peak_established") {
+    } else if f.targets.is_some() && f.peak_established.is_some() {
         Kind::Load
-    } else if has("agents") || has("backends") || (has("timeline") && has("report_version")) {
+    } else if agents.is_some() || backends.is_some() || (!f.timeline.is_empty() && f.report_version != Version::Absent)
+    {
         Kind::Merged
     } else {
         return Err(Error::Input(format!(
-            "{name} is JSON but not the report of a run (no `held` or `peak_established` field): \
-             give a report written by `tcpmax bench --json FILE` or `tcpmax load --json FILE`"
+            "{name} is JSON but not the report of a run (no `held` or `peak_established` field): {FIX}"
         )));
     };
-    let version = version(name, &value)?;
-    let f = Fields::deserialize(&value)
-        .map_err(|e| Error::Input(format!("{name} looks like a {} report, but {e}", kind.name())))?;
-    let shards = match value.get("shards") {
-        Some(Value::Object(o)) => (o.get("server").and_then(Value::as_u64), o.get("client").and_then(Value::as_u64)),
-        Some(v) => (None, v.as_u64()),
-        None => (None, None),
+    let version = version(name, &f.report_version)?;
+    check(&f).map_err(|what| Error::Input(format!("{name} is damaged: {what}; {FIX}")))?;
+    let hist = |key: &str, text: &Option<String>| -> crate::Result<Option<Histogram<u64>>> {
+        text.as_deref()
+            .map(|t| hist::decode(t).map_err(|why| Error::Input(format!("{name}: histograms.{key} is {why}"))))
+            .transpose()
     };
-    let hist = |key: &str| histogram(name, &value, key);
+    let h = histograms.unwrap_or_default();
+    let mut parts = parts(agents, "agent");
+    parts.extend(parts_of(backends.as_deref(), &f.timeline));
+    for p in &parts {
+        check_part(p).map_err(|what| Error::Input(format!("{name} is damaged: {what}; {FIX}")))?;
+    }
     Ok(Run {
         label,
         source: name.to_string(),
         kind,
         version,
-        shards,
-        rtt_hist: hist("rtt_us")?,
-        connect_hist: hist("connect_us")?,
-        parts: parts(&value),
+        shards: (f.shards.0, f.shards.1),
+        rtt_hist: hist("rtt_us", &h.rtt_us)?,
+        connect_hist: hist("connect_us", &h.connect_us)?,
+        parts,
         f,
     })
 }
 
-fn version(name: &str, value: &Value) -> crate::Result<u32> {
-    let Some(v) = value.get("report_version") else { return Ok(1) };
-    match v.as_u64() {
-        Some(n @ 1..) if n <= u64::from(REPORT_VERSION) => Ok(n as u32),
-        Some(n @ 1..) => Err(Error::Input(format!(
+fn version(name: &str, v: &Version) -> crate::Result<u32> {
+    match v {
+        Version::Absent => Ok(1),
+        Version::Number(n @ 1..) if *n <= u64::from(REPORT_VERSION) => Ok(*n as u32),
+        Version::Number(n @ 1..) => Err(Error::Input(format!(
             "{name} is a version {n} report; this tcpmax reads versions 1 to {REPORT_VERSION}: \
              draw it with the newer tcpmax that wrote it"
         ))),
-        _ => Err(Error::Input(format!("{name} has report_version {v}, not a version tcpmax writes (1, 2, ...)"))),
-    }
-}
-
-/// Decodes `histograms.KEY`: base64 of a V2 HdrHistogram.
-fn histogram(name: &str, value: &Value, key: &str) -> crate::Result<Option<Histogram<u64>>> {
-    let Some(b64) = value.get("histograms").and_then(|h| h.get(key)).and_then(Value::as_str) else {
-        return Ok(None);
-    };
-    let bad = |why: String| Error::Input(format!("{name}: histograms.{key} is not a base64 V2 HdrHistogram ({why})"));
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| bad(e.to_string()))?;
-    let h = hdrhistogram::serialization::Deserializer::new()
-        .deserialize::<u64, _>(&mut bytes.as_slice())
-        .map_err(|e| bad(format!("{e:?}")))?;
-    Ok(Some(h))
-}
-
-/// The agents' or backends' timelines of a merged report; entries without
-/// a readable timeline are skipped.
-fn parts(value: &Value) -> Vec<Part> {
-    let mut out = Vec::new();
-    for key in ["agents", "backends"] {
-        let Some(list) = value.get(key).and_then(Value::as_array) else { continue };
-        for (i, item) in list.iter().enumerate() {
-            let Some(timeline) = item.get("timeline").and_then(|t| Vec::<SampleIn>::deserialize(t).ok()) else {
-                continue;
-            };
-            let label = ["name", "agent", "backend", "id", "addr", "address"]
-                .iter()
-                .find_map(|k| match item.get(*k) {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(v @ Value::Number(_)) => Some(v.to_string()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| format!("{} {}", key.trim_end_matches('s'), i + 1));
-            out.push(Part { label, timeline });
+        Version::Number(n) => {
+            Err(Error::Input(format!("{name} has report_version {n}, not a version tcpmax writes (1, 2, ...)")))
+        }
+        Version::Other(v) => {
+            Err(Error::Input(format!("{name} has report_version {v}, not a version tcpmax writes (1, 2, ...)")))
         }
     }
-    if out.is_empty() {
-        out = cluster_parts(value);
-    }
-    out
 }
 
-/// A cluster report keeps one timeline whose samples hold each backend's
-/// count in order (`timeline[].backends[i]`): one line per backend.
-fn cluster_parts(value: &Value) -> Vec<Part> {
-    let (Some(backends), Some(samples)) =
-        (value.get("backends").and_then(Value::as_array), value.get("timeline").and_then(Value::as_array))
-    else {
-        return Vec::new();
-    };
+/// Checks every time and count of a report against what a run can have;
+/// the error names the field.
+fn check(f: &Fields) -> Result<(), String> {
+    use bounded::{count, rate, seconds};
+    let counts = [("target", f.target), ("count", f.count), ("held", f.held), ("peak_established", f.peak_established)];
+    for (name, v) in counts.into_iter().chain([("predicted", f.predicted), ("failed", f.failed)]) {
+        v.map_or(Ok(()), |v| count(name, v))?;
+    }
+    for (name, v) in [("ramp_seconds", f.ramp_seconds), ("hold_seconds", f.hold_seconds)] {
+        v.map_or(Ok(()), |v| seconds(name, v))?;
+    }
+    let per_connection = [
+        ("connect_rate_per_s", f.connect_rate_per_s),
+        ("predicted_bytes_per_connection", f.predicted_bytes_per_connection),
+        ("kernel_bytes_per_connection", f.kernel_bytes_per_connection),
+        ("kernel_slab_bytes_per_connection", f.kernel_slab_bytes_per_connection),
+        ("user_bytes_per_connection", f.user_bytes_per_connection),
+        ("rss_anon_bytes_per_connection", f.rss_anon_bytes_per_connection),
+    ];
+    for (name, v) in per_connection {
+        v.map_or(Ok(()), |v| rate(name, v))?;
+    }
+    for (name, p) in [("ping_rtt_us", f.ping_rtt_us), ("connect_latency_us", f.connect_latency_us)] {
+        if let Some(p) = p {
+            for (what, v) in [("count", p.count), ("p50", p.p50), ("p99", p.p99), ("p999", p.p999), ("max", p.max)] {
+                count(&format!("{name}.{what}"), v)?;
+            }
+        }
+    }
+    for (i, s) in f.timeline.iter().enumerate() {
+        let at = |what: &str| format!("timeline[{i}].{what}");
+        seconds(&at("t"), s.t)?;
+        if let Some(v) = s.interval_s {
+            seconds(&at("interval_s"), v)?;
+        }
+        if let Some(v) = s.unix_ms {
+            bounded::wall_clock(&at("unix_ms"), v)?;
+        }
+        rate(&at("opened_per_s"), s.opened_per_s)?;
+        count(&at("established"), s.established)?;
+        count(&at("errors"), s.errors)?;
+        let more = [s.rtt_p50_us, s.rtt_p99_us, s.user_bytes, s.kernel_bytes];
+        for (what, v) in ["rtt_p50_us", "rtt_p99_us", "user_bytes", "kernel_bytes"].into_iter().zip(more) {
+            v.map_or(Ok(()), |v| count(&at(what), v))?;
+        }
+        for (errno, &v) in s.failures.iter().flatten() {
+            count(&at(&format!("failures.{}", bounded::printable(errno))), v)?;
+        }
+        for (k, &v) in s.backends.iter().flatten().enumerate() {
+            count(&at(&format!("backends[{k}]")), v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The same for an agent's or backend's own timeline.
+fn check_part(p: &Part) -> Result<(), String> {
+    for (i, s) in p.timeline.iter().enumerate() {
+        let at = |what: &str| format!("the timeline of {}, sample {i}: {what}", p.label);
+        bounded::seconds(&at("t"), s.t)?;
+        bounded::count(&at("established"), s.established)?;
+        bounded::rate(&at("opened_per_s"), s.opened_per_s)?;
+    }
+    Ok(())
+}
+
+/// The agents' or backends' own timelines; entries without a timeline
+/// are skipped.
+fn parts(list: Option<Vec<PartIn>>, kind: &str) -> Vec<Part> {
+    list.into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let timeline = item.timeline?;
+            let label = [item.name, item.agent, item.backend, item.id, item.addr, item.address]
+                .into_iter()
+                .flatten()
+                .next()
+                .unwrap_or_else(|| format!("{kind} {}", i + 1));
+            Some(Part { label, timeline })
+        })
+        .collect()
+}
+
+/// Backends: with their own timelines, or, in a cluster report, one
+/// timeline whose samples hold each backend's count in order
+/// (`timeline[].backends[i]`): one line per backend.
+fn parts_of(backends: Option<&[PartIn]>, timeline: &[SampleIn]) -> Vec<Part> {
+    let Some(backends) = backends else { return Vec::new() };
+    if backends.iter().any(|b| b.timeline.is_some()) {
+        return parts(Some(backends.to_vec()), "backend");
+    }
     backends
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let label =
-                b.get("name").and_then(Value::as_str).map_or_else(|| format!("backend {}", i + 1), String::from);
-            let timeline = samples
+            let label = b.name.clone().unwrap_or_else(|| format!("backend {}", i + 1));
+            let timeline = timeline
                 .iter()
                 .filter_map(|s| {
-                    let t = s.get("t")?.as_f64()?;
-                    let held = s.get("backends")?.as_array()?.get(i)?.as_u64()?;
-                    Some(SampleIn { t, established: held, ..SampleIn::default() })
+                    let held = *s.backends.as_ref()?.get(i)?;
+                    Some(PartSample { t: s.t, established: held, opened_per_s: 0.0 })
                 })
                 .collect();
             Part { label, timeline }
@@ -411,95 +788,5 @@ pub fn unique_labels(runs: &mut [Run]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        match parse("r.json", "r".into(), text) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("{text} was read"),
-        }
-    }
-
-    #[test]
-    fn bad_inputs_name_the_file_and_the_cause() {
-        assert!(err("").contains("r.json is empty"));
-        assert!(err("hello").contains("r.json is not JSON"));
-        assert!(err("{\"target\": 10, \"held\": ").contains("r.json is truncated"));
-        assert!(err("{\"name\": \"x\"}").contains("r.json is JSON but not the report of a run"));
-        assert!(err("[1, 2]").contains("not the report of a run"));
-        let newer = err("{\"report_version\": 99, \"target\": 1, \"held\": 1}");
-        assert!(newer.contains("r.json is a version 99 report") && newer.contains("versions 1 to 2"), "{newer}");
-        assert!(err("{\"report_version\": \"x\", \"target\": 1, \"held\": 1}").contains("not a version"));
-        assert!(err("{\"target\": 1, \"held\": \"many\"}").contains("looks like a bench report, but"));
-        let hist = err("{\"targets\": [], \"peak_established\": 1, \"histograms\": {\"rtt_us\": \"!!\"}}");
-        assert!(hist.contains("histograms.rtt_us is not a base64 V2 HdrHistogram"), "{hist}");
-    }
-
-    #[test]
-    fn a_version_1_bench_report_is_read() {
-        let text = r#"{"target": 10, "held": 10, "predicted": 99, "shards": {"server": 2, "client": 3},
-            "timeline": [{"t": 1.0, "established": 10, "opened_per_s": 10.0, "errors": 0}]}"#;
-        let r = parse("old.json", "old".into(), text).expect("read");
-        assert_eq!((r.kind, r.version, r.peak(), r.target()), (Kind::Bench, 1, 10, Some(10)));
-        assert_eq!(r.shards, (Some(2), Some(3)));
-        assert_eq!(r.f.timeline[0].failures, None);
-    }
-
-    #[test]
-    fn cluster_reports_give_one_timeline_per_backend() {
-        let v: Value = serde_json::from_str(
-            r#"{"backends": [{"name": "b1"}, {"name": "b2"}],
-                "timeline": [{"t": 1.0, "client": 3, "lb": 3, "backends": [1, 2]},
-                             {"t": 2.0, "client": 5, "lb": 5, "backends": [2, 3]}]}"#,
-        )
-        .unwrap();
-        let p = parts(&v);
-        assert_eq!(p.iter().map(|p| p.label.as_str()).collect::<Vec<_>>(), vec!["b1", "b2"]);
-        assert_eq!(p[1].timeline.iter().map(|s| s.established).collect::<Vec<_>>(), vec![2, 3]);
-    }
-
-    #[test]
-    fn merged_reports_give_one_timeline_per_agent() {
-        let text = r#"{"report_version": 2, "timeline": [], "agents": [
-            {"name": "a", "timeline": [{"t": 1, "established": 5}]},
-            {"timeline": [{"t": 1, "established": 6}]},
-            {"name": "no timeline"}]}"#;
-        let r = parse("m.json", "m".into(), text).expect("read");
-        assert_eq!(r.kind, Kind::Merged);
-        let labels: Vec<_> = r.parts.iter().map(|p| p.label.as_str()).collect();
-        assert_eq!(labels, ["a", "agent 2"]);
-    }
-
-    #[test]
-    fn serialized_histograms_are_decoded() {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-        (1..=100u64).for_each(|v| h.record(v).expect("in range"));
-        let mut bytes = Vec::new();
-        hdrhistogram::serialization::Serializer::serialize(
-            &mut hdrhistogram::serialization::V2Serializer::new(),
-            &h,
-            &mut bytes,
-        )
-        .expect("serialize");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-        let text =
-            format!(r#"{{"targets": ["127.0.0.1:1"], "peak_established": 1, "histograms": {{"rtt_us": "{b64}"}}}}"#);
-        let r = parse("h.json", "h".into(), &text).expect("read");
-        assert_eq!(r.rtt_hist.map(|h| h.len()), Some(100));
-        assert!(r.connect_hist.is_none());
-    }
-
-    #[test]
-    fn same_names_become_paths() {
-        let one = |src: &str| {
-            let mut r = parse(src, "run".into(), r#"{"target": 1, "held": 1}"#).expect("read");
-            r.source = src.into();
-            r
-        };
-        let mut runs = vec![one("a/run.json"), one("b/run.json")];
-        unique_labels(&mut runs);
-        assert_eq!(runs[0].label, "a/run.json");
-        assert_eq!(runs[1].label, "b/run.json");
-    }
-}
+#[path = "input_tests.rs"]
+mod tests;

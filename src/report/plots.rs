@@ -16,6 +16,34 @@ pub const SIZE: (u32, u32) = (800, 400);
 /// Width of the legend column right of the plot.
 const LEGEND_W: u32 = 240;
 
+/// The most points drawn of one line or band edge: about two a pixel of
+/// the plot's width. Longer series are thinned to the lowest and highest
+/// point of each stretch, so peaks and dips stay visible and the page does
+/// not grow with the report.
+pub const MAX_POINTS: usize = 1_200;
+
+/// `points` thinned to at most [`MAX_POINTS`]: per stretch of consecutive
+/// points, the lowest and the highest, in their order.
+pub fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_POINTS {
+        return points.to_vec();
+    }
+    let stretch = points.len().div_ceil(MAX_POINTS / 2);
+    let mut out = Vec::with_capacity(MAX_POINTS);
+    for chunk in points.chunks(stretch) {
+        let lo = chunk.iter().enumerate().min_by(|a, b| a.1.1.total_cmp(&b.1.1));
+        let hi = chunk.iter().enumerate().max_by(|a, b| a.1.1.total_cmp(&b.1.1));
+        if let (Some((i, &l)), Some((j, &h))) = (lo, hi) {
+            match i.cmp(&j) {
+                std::cmp::Ordering::Less => out.extend([l, h]),
+                std::cmp::Ordering::Greater => out.extend([h, l]),
+                std::cmp::Ordering::Equal => out.push(l),
+            }
+        }
+    }
+    out
+}
+
 const FONT: &str = "sans-serif";
 
 /// The colours of runs (and of series when there is one run), in order:
@@ -111,7 +139,7 @@ impl Band {
     /// The outline of the filled area: the upper edge, then the lower one
     /// backwards.
     fn outline(&self) -> Vec<(f64, f64)> {
-        let mut v = self.points.clone();
+        let mut v = thin(&self.points);
         if self.lower.is_empty() {
             let (first, last) = (self.points.first(), self.points.last());
             if let (Some(a), Some(b)) = (first, last) {
@@ -119,7 +147,7 @@ impl Band {
                 v.push((a.0, 0.0));
             }
         } else {
-            v.extend(self.lower.iter().rev());
+            v.extend(thin(&self.lower).iter().rev());
         }
         v
     }
@@ -228,13 +256,12 @@ where
         chart
             .draw_series(std::iter::once(Polygon::new(b.outline(), b.color.mix(b.opacity).filled())))
             .context("drawing a band")?;
-        chart
-            .draw_series(LineSeries::new(b.points.iter().copied(), b.color.stroke_width(1)))
-            .context("drawing a band")?;
+        chart.draw_series(LineSeries::new(thin(&b.points), b.color.stroke_width(1))).context("drawing a band")?;
     }
     for l in &c.lines {
         let style = l.color.stroke_width(l.width);
-        let pts = l.points.iter().copied();
+        let points = thin(&l.points);
+        let pts = points.iter().copied();
         match l.dash {
             Dash::Solid => chart.draw_series(LineSeries::new(pts, style)),
             Dash::Dashed => chart.draw_series(DashedLineSeries::new(pts, 9, 6, style)),
@@ -243,7 +270,7 @@ where
         .context("drawing a line")?;
         if l.marks {
             let color = l.color;
-            chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).context("drawing points")?;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).context("drawing points")?;
         }
     }
     if let Some(text) = &c.placeholder {
@@ -305,6 +332,17 @@ mod tests {
 
     fn plain(v: f64) -> String {
         format!("{v}")
+    }
+
+    #[test]
+    fn long_series_are_thinned_keeping_peaks() {
+        let pts: Vec<(f64, f64)> = (0..100_000).map(|i| (i as f64, if i == 54_321 { 1e6 } else { 1.0 })).collect();
+        let t = thin(&pts);
+        assert!(t.len() <= MAX_POINTS, "{}", t.len());
+        assert!(t.contains(&(54_321.0, 1e6)), "the peak stays");
+        assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+        let short = [(0.0, 1.0), (1.0, 2.0)];
+        assert_eq!(thin(&short), short);
     }
 
     #[test]
