@@ -456,20 +456,38 @@ impl Session {
 
     /// Feeds ciphertext (decrypted in place): plaintext goes to `plain`,
     /// TLS bytes to send to `out` (the client's first flight comes from
-    /// feeding nothing). On a failure the alert to send, if any, is in `out`.
+    /// feeding nothing). On a failure the alert to send, if any, is in `out`;
+    /// on the peer's close_notify, ours. Either way the session is then over
+    /// (later feeds fail, later closes send nothing).
     pub fn feed(&mut self, incoming: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Progress, Fault> {
         let (r, p) = match self {
             Session::Full(f) => match &mut f.conn {
                 Conn::Client(c) => drive!(c, incoming, plain, out),
                 Conn::Server(c) => drive!(c, incoming, plain, out),
             },
-            Session::Compact(k) => return k.feed(incoming, plain),
+            Session::Compact(k) => {
+                let r = k.feed(incoming, plain, out);
+                if r.as_ref().map_or(true, |p| p.peer_closed) {
+                    // A failure (its alert is in `out`) or close_notify.
+                    if r.is_ok() {
+                        k.close(out);
+                    }
+                    *self = Session::Done;
+                }
+                return r;
+            }
             Session::Done => return Err(Fault::Tls("TLS_OTHER")),
         };
         match r {
             Ok(()) => {
                 if p.ready {
                     self.compact()?;
+                }
+                if p.peer_closed {
+                    // RFC 8446, 6.1: close_notify is answered with one
+                    // before the connection closes; the session is over.
+                    self.close(out);
+                    *self = Session::Done;
                 }
                 Ok(p)
             }
@@ -481,19 +499,28 @@ impl Session {
         }
     }
 
-    /// After a failure: the alert rustls queued, into `out` (rustls wants
-    /// the rest of the input it was working on).
+    /// After a failure: the alert rustls queued, into `out`; the session
+    /// is then done, so no later feed can make rustls send a second fatal
+    /// alert (RFC 8446, 6.2: the connection is over).
+    ///
+    /// rustls queues its alert last and hands out what is queued before it
+    /// reads any more input, so the records are taken up to the alert and
+    /// no further: one more pass would read the offending bytes again and
+    /// raise a second alert (rustls asserts against it in debug builds).
     fn flush_alert(&mut self, rest: &mut [u8], out: &mut Vec<u8>) {
-        let Session::Full(f) = self else { return };
-        for _ in 0..4 {
-            let more = match &mut f.conn {
-                Conn::Client(c) => flush_one(c.process_tls_records(rest), out),
-                Conn::Server(c) => flush_one(c.process_tls_records(rest), out),
-            };
-            if !more {
-                return;
+        if let Session::Full(f) = self {
+            for _ in 0..4 {
+                let at = out.len();
+                let more = match &mut f.conn {
+                    Conn::Client(c) => flush_one(c.process_tls_records(rest), out),
+                    Conn::Server(c) => flush_one(c.process_tls_records(rest), out),
+                };
+                if !more || is_alert_record(&out[at..]) {
+                    break;
+                }
             }
         }
+        *self = Session::Done;
     }
 
     /// Encrypts `plain` into `out`.
@@ -533,6 +560,17 @@ fn flush_one<Data>(s: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>) -> bool
             t.done();
             true
         }
+        _ => false,
+    }
+}
+
+/// True for one alert record: a plaintext one (type 21, two bytes), or an
+/// encrypted one (type 23 holding two bytes, a content type and a 16-byte
+/// tag: no handshake message is that short).
+fn is_alert_record(r: &[u8]) -> bool {
+    match r {
+        [21, 3, _, 0, 2, _, _] => true,
+        [23, 3, 3, 0, 19, ..] => r.len() == 24,
         _ => false,
     }
 }

@@ -32,6 +32,11 @@ const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
 const NEW_SESSION_TICKET: u8 = 4;
 const TAG_LEN: usize = 16;
+/// Alert descriptions (RFC 8446, 6.2).
+const UNEXPECTED_MESSAGE: u8 = 10;
+const BAD_RECORD_MAC: u8 = 20;
+const RECORD_OVERFLOW: u8 = 22;
+const DECODE_ERROR: u8 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Alg {
@@ -131,6 +136,12 @@ impl Keys {
         self.seal(APPLICATION_DATA, data, out)
     }
 
+    /// A fatal alert `description` into `out`; the failure named `name`.
+    fn fatal(&mut self, out: &mut Vec<u8>, description: u8, name: &'static str) -> Fault {
+        let _ = self.seal(ALERT, &[2, description], out);
+        Fault::Tls(name)
+    }
+
     /// A close_notify alert into `out`.
     pub fn close(&mut self, out: &mut Vec<u8>) {
         let _ = self.seal(ALERT, &[1, 0], out);
@@ -138,17 +149,19 @@ impl Keys {
 
     /// Opens the whole records at the front of `incoming` (in place):
     /// application data to `plain`; what is left is an incomplete record.
-    pub fn feed(&mut self, incoming: &mut [u8], plain: &mut Vec<u8>) -> Result<Progress, Fault> {
+    /// On a failure of this side's making, the fatal alert that says why
+    /// goes to `out` (none for the peer's own alert).
+    pub fn feed(&mut self, incoming: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Progress, Fault> {
         let mut p = Progress { ready: true, ..Progress::default() };
         loop {
             let rest = &mut incoming[p.used..];
             let [typ, _, _, hi, lo, ..] = *rest else { break };
             if typ != APPLICATION_DATA {
-                return Err(Fault::Tls("TLS_NOT_TLS"));
+                return Err(self.fatal(out, UNEXPECTED_MESSAGE, "TLS_NOT_TLS"));
             }
             let len = usize::from(hi) << 8 | usize::from(lo);
             if !(TAG_LEN + 1..=MAX_RECORD).contains(&len) {
-                return Err(Fault::Tls("TLS_PEER_MISBEHAVED"));
+                return Err(self.fatal(out, RECORD_OVERFLOW, "TLS_PEER_MISBEHAVED"));
             }
             if rest.len() < 5 + len {
                 break;
@@ -157,12 +170,12 @@ impl Keys {
             let aad = [header[0], header[1], header[2], header[3], header[4]];
             let key = self.rx.aead()?;
             let nonce = self.rx.nonce();
-            let inner = key
-                .open_in_place(nonce, Aad::from(aad), &mut body[..len])
-                .map_err(|_| Fault::Tls("TLS_DECRYPT_ERROR"))?;
+            let Ok(inner) = key.open_in_place(nonce, Aad::from(aad), &mut body[..len]) else {
+                return Err(self.fatal(out, BAD_RECORD_MAC, "TLS_DECRYPT_ERROR"));
+            };
             // The content type is the last byte that is not padding.
             let Some(at) = inner.iter().rposition(|&b| b != 0) else {
-                return Err(Fault::Tls("TLS_PEER_MISBEHAVED"));
+                return Err(self.fatal(out, UNEXPECTED_MESSAGE, "TLS_PEER_MISBEHAVED"));
             };
             let (content, kind) = (&inner[..at], inner[at]);
             match kind {
@@ -170,11 +183,11 @@ impl Keys {
                 ALERT => match content {
                     [_, 0] => p.peer_closed = true,
                     [_, d] => return Err(Fault::Tls(alert_name(rustls::AlertDescription::from(*d)))),
-                    _ => return Err(Fault::Tls("TLS_PEER_MISBEHAVED")),
+                    _ => return Err(self.fatal(out, DECODE_ERROR, "TLS_PEER_MISBEHAVED")),
                 },
                 HANDSHAKE if content.first() == Some(&NEW_SESSION_TICKET) => {} // not resuming
-                HANDSHAKE => return Err(Fault::Tls("TLS_KEY_UPDATE")),
-                _ => return Err(Fault::Tls("TLS_PEER_MISBEHAVED")),
+                HANDSHAKE => return Err(self.fatal(out, UNEXPECTED_MESSAGE, "TLS_KEY_UPDATE")),
+                _ => return Err(self.fatal(out, UNEXPECTED_MESSAGE, "TLS_PEER_MISBEHAVED")),
             }
             p.used += 5 + len;
             if p.peer_closed {

@@ -121,3 +121,42 @@ fn a_resuming_client_keeps_the_whole_connection() {
     c.feed(&mut wire, &mut plain, &mut Vec::new()).unwrap();
     assert_eq!(plain, b"x", "a full client reads what a compact server sends");
 }
+
+/// The wire bytes of one failure: the alert, then nothing more, whatever
+/// comes after (rustls must never be asked to send a second fatal alert).
+#[test]
+fn a_failure_sends_one_alert_and_ends_the_session() {
+    let (_, mut s) = pair(true);
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
+    let mut junk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    assert!(s.feed(&mut junk, &mut plain, &mut out).is_err());
+    assert!(is_alert_record(&out), "one plaintext alert: {out:?}");
+    assert_eq!(s.feed(&mut Vec::new(), &mut plain, &mut out).unwrap_err(), Fault::Tls("TLS_OTHER"));
+    out.clear();
+    assert!(s.feed(&mut b"\x16\x03\x03\x00\x01x".to_vec(), &mut plain, &mut out).is_err());
+    assert!(out.is_empty(), "no second alert");
+}
+
+/// RFC 8446, 6.1: each side answers close_notify with its own, both at
+/// rest (keys only) and in rustls' hands (a resuming client).
+#[test]
+fn close_notify_is_answered() {
+    for resume in [false, true] {
+        let (cert, key, _, _) = self_signed().unwrap();
+        let server = server_config(vec![cert.clone()], key, 1).unwrap();
+        let client = client_setup(Trust::Roots(vec![cert]), "localhost", &[], resume).unwrap();
+        let (mut c, mut s) = (Session::client(&client).unwrap(), Session::server(&server).unwrap());
+        let (rc, rs, _) = converse(&mut c, &mut s);
+        assert!(rc.unwrap().ready && rs.unwrap().ready);
+        let (mut bye, mut plain, mut answer) = (Vec::new(), Vec::new(), Vec::new());
+        s.close(&mut bye);
+        let p = c.feed(&mut bye, &mut plain, &mut answer).unwrap();
+        assert!(p.peer_closed, "resume {resume}");
+        assert!(!answer.is_empty(), "the client answers (resume {resume})");
+        let p = s.feed(&mut answer, &mut plain, &mut Vec::new());
+        assert!(p.unwrap().peer_closed, "the server reads the answer as close_notify (resume {resume})");
+        let mut more = Vec::new();
+        c.close(&mut more);
+        assert!(more.is_empty(), "one close_notify, not two");
+    }
+}
