@@ -120,3 +120,67 @@ fn sigint_ends_a_flooded_load_at_once() {
     assert_eq!(r["interrupted"], true);
     eprintln!("SIGINT to exit under a flood of 200 connections: {took:?}");
 }
+
+/// A WebSocket peer that answers the upgrade, then sends pings as fast as
+/// it can (for 20 s at most) and never reads: the client's pong writes
+/// fill its send buffer, then tear.
+fn ping_storm() -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(common::LIMIT)).unwrap();
+        stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut key = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("sec-websocket-key")
+            {
+                key = value.trim().to_string();
+            }
+        }
+        let accept = tcpmax::proto::ws::accept_key(key.as_bytes());
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        (&stream).write_all(head.as_bytes()).unwrap();
+        let mut pings = Vec::new();
+        for _ in 0..64 {
+            tcpmax::proto::ws::encode(0x9, &[b'p'; 125], None, &mut pings);
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            match (&stream).write(&pings) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    addr
+}
+
+/// Pong writes torn by a full send buffer are queued, not dropped as an
+/// unexplained EIO (a torn control frame misaligns every later frame); a
+/// peer that never reads is closed once 64 KiB wait, named EAGAIN with its
+/// cause.
+#[test]
+fn torn_pong_writes_are_queued_then_a_peer_that_never_reads_is_named() {
+    let addr = ping_storm();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(common::tcpmax(&["load", &addr, "-c", "1", "--hold", "60s", "--ws", "/", "--json", "-"]));
+    });
+    let out = rx.recv_timeout(common::LIMIT).expect("the peer that never reads was closed");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate("load", &r);
+    assert_eq!(errors(&r), vec![("EAGAIN".to_string(), 1)], "{:#}", r["errors"]);
+    let meaning = r["errors"][0]["meaning"].as_str().unwrap();
+    assert!(meaning.contains("send buffer stayed full"), "{meaning}");
+}

@@ -47,6 +47,7 @@ pub enum CloseMode {
 }
 
 mod wire;
+mod writes;
 
 /// One (source, destination) pair: `None` lets the kernel pick the source.
 pub type Pair = (Option<IpAddr>, SocketAddr);
@@ -297,6 +298,8 @@ pub struct ClientShard {
     in_flight: InFlight,
     /// Bytes of a ping frame split across reads (rare; only then allocated).
     partial: HashMap<RawFd, Partial>,
+    /// Bytes the kernel did not take yet, per connection (see `writes`).
+    unsent: HashMap<RawFd, Vec<u8>>,
     stats: ShardStats,
     /// Samples taken in this batch, published at its end under one lock.
     samples: Batch,
@@ -340,6 +343,7 @@ impl ClientShard {
             conns: ConnTable::with_limit(fd_limit),
             in_flight: InFlight::default(),
             partial: HashMap::new(),
+            unsent: HashMap::new(),
             stats: ShardStats::default(),
             samples: Batch::default(),
             sessions: ClientSessions::new(),
@@ -435,29 +439,6 @@ impl ClientShard {
                 let _ = net::set_linger_zero(fd);
                 net::close(fd);
                 Err(e)
-            }
-        }
-    }
-
-    /// Writes a whole small message (TLS records included) or drops the
-    /// connection: a torn message would misalign every later one.
-    fn send_raw(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
-        match net::write(fd, bytes) {
-            Ok(Io::Done(n)) if n == bytes.len() => {
-                self.stats.bytes_out += n as u64;
-                true
-            }
-            Ok(Io::WouldBlock) => {
-                self.stats.errors.add(libc::EAGAIN);
-                false
-            }
-            Ok(Io::Done(_)) => {
-                self.lost(fd, Some(libc::EIO));
-                false
-            }
-            Err(e) => {
-                self.lost(fd, Some(errno_of(&e)));
-                false
             }
         }
     }
@@ -691,6 +672,9 @@ impl Handler for ClientShard {
                 Err(e) => return self.fail_connect(fd, errno_of(&e)),
             }
         }
+        if flags & epoll::OUT != 0 && !self.unsent.is_empty() {
+            self.flush_unsent(fd);
+        }
         if flags & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
             self.read_ready(fd);
         }
@@ -739,6 +723,7 @@ impl Handler for ClientShard {
         self.stats.connecting = 0;
         self.in_flight.clear();
         self.unread = Vec::new();
+        self.unsent = HashMap::new();
         self.partial.clear();
         self.sessions.clear();
         self.tls = crate::engine::session::TlsTable::new();

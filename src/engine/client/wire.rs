@@ -219,6 +219,7 @@ impl ClientShard {
     /// Forgets what a closing connection had above TCP.
     pub(super) fn forget(&mut self, fd: RawFd) {
         self.partial.remove(&fd);
+        self.unsent.remove(&fd);
         self.sessions.forget(fd);
         self.tls.remove(&fd);
         self.tls_partial.remove(&fd);
