@@ -20,6 +20,7 @@
 //! | [`machine`] | the machine facts every report records: kernel, CPUs, memory, limits, commit |
 //! | [`interrupt`] | SIGINT and SIGTERM for every subcommand: the first stops in order, the second at once |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
+//! | [`files`] | certificate and key files read with a size cap, the self-signed certificate's private temporary file |
 //! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
@@ -41,6 +42,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod interrupt;
 pub mod load;
 pub mod machine;

@@ -17,7 +17,6 @@
 //! (`TLS_CERT_UNKNOWN_ISSUER`), and a peer that does not speak TLS at all
 //! (`TLS_NOT_TLS`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
@@ -134,7 +133,8 @@ pub fn self_signed() -> crate::Result<(CertificateDer<'static>, PrivateKeyDer<'s
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
     /// A certificate generated at start (ECDSA P-256, for localhost and
-    /// loopback); its PEM is written out for clients' `--ca`.
+    /// loopback); its PEM is written out for clients' `--ca`
+    /// ([`crate::files::server_tls`]).
     SelfSigned,
     /// PEM files: the chain, then the private key.
     Files(std::path::PathBuf, std::path::PathBuf),
@@ -151,38 +151,20 @@ pub fn parse_cert_source(s: &str) -> Result<CertSource, String> {
     }
 }
 
-impl CertSource {
-    /// The server configuration (`tickets` session tickets per handshake)
-    /// and, for a generated certificate, the PEM file it was written to.
-    pub fn server_config(&self, tickets: usize) -> crate::Result<(Arc<ServerConfig>, Option<std::path::PathBuf>)> {
-        match self {
-            CertSource::Files(cert, key) => Ok((server_config(read_certs(cert)?, read_key(key)?, tickets)?, None)),
-            CertSource::SelfSigned => {
-                let (cert, key, pem, _) = self_signed()?;
-                let path = std::env::temp_dir().join(format!("tcpmax-{}-cert.pem", std::process::id()));
-                std::fs::write(&path, pem).map_err(|e| crate::Error::os(format!("writing {}", path.display()), e))?;
-                Ok((server_config(vec![cert], key, tickets)?, Some(path)))
-            }
-        }
-    }
-}
-
-/// The certificates of a PEM file.
-pub fn read_certs(path: &Path) -> crate::Result<Vec<CertificateDer<'static>>> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| crate::Error::Input(format!("reading certificates from {}: {e}", path.display())))?
-        .collect();
+/// The certificates of PEM bytes; `source` names where they came from.
+pub fn certs_from_pem(pem: &[u8], source: &str) -> crate::Result<Vec<CertificateDer<'static>>> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(crate::Error::Input(format!("{}: no PEM certificate in it", path.display()))),
-        Err(e) => Err(crate::Error::Input(format!("{}: {e}", path.display()))),
+        Ok(_) => Err(crate::Error::Input(format!("{source}: no PEM certificate in it"))),
+        Err(e) => Err(crate::Error::Input(format!("{source}: {e}"))),
     }
 }
 
-/// The private key of a PEM file.
-pub fn read_key(path: &Path) -> crate::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| crate::Error::Input(format!("reading a private key from {}: {e}", path.display())))
+/// The private key of PEM bytes; `source` names where they came from.
+pub fn key_from_pem(pem: &[u8], source: &str) -> crate::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| crate::Error::Input(format!("reading a private key from {source}: {e}")))
 }
 
 /// `--insecure`: any certificate is accepted; the handshake's signature is
