@@ -128,3 +128,51 @@ fn a_device_or_huge_file_as_key_is_refused_at_once() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// #17: KeyUpdate against OpenSSL's client: `K` updates its keys and asks
+/// for ours, `k` only updates its own; the echo after each comes back, so
+/// the server at rest followed both and answered the first (it used to
+/// drop the connection with no alert).
+#[test]
+fn key_updates_from_openssl_s_client_are_followed() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "openssl is missing under CI");
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let serve = Serve::start(&["--tls", "self-signed", "--mode", "echo"]);
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-verify_return_error", "-servername", "localhost"])
+        .args(["-connect", &serve.addr.to_string(), "-CAfile", &cert_of(&serve)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = common::lines(client.stdout.take().unwrap());
+    // s_client says KEYUPDATE on stderr once it sent one.
+    let said = common::lines(client.stderr.take().unwrap());
+    let mut stdin = client.stdin.take().unwrap();
+    let mut echoed = |command: Option<&str>, say: &str| {
+        if let Some(c) = command {
+            writeln!(stdin, "{c}").unwrap();
+            while said.recv_timeout(common::LIMIT).expect("s_client sent the KeyUpdate") != "KEYUPDATE" {}
+        }
+        writeln!(stdin, "{say}").unwrap();
+        loop {
+            let line = lines.recv_timeout(common::LIMIT).unwrap_or_else(|_| panic!("no echo of {say}"));
+            if line == say {
+                return;
+            }
+        }
+    };
+    echoed(None, "before");
+    for command in ["K", "k", "K"] {
+        echoed(Some(command), &format!("after {command}"));
+    }
+    drop(echoed);
+    let _ = client.kill();
+    let _ = client.wait();
+}

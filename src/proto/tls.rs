@@ -33,7 +33,8 @@ use rustls::{
 };
 
 use super::Fault;
-pub use super::tls_rest::Keys;
+use super::tls_rest::take_logged;
+pub use super::tls_rest::{Keys, Secret, TrafficLog};
 
 /// The biggest TLS record on the wire (16 KiB of plaintext, overhead).
 pub const MAX_RECORD: usize = 16 * 1024 + 256;
@@ -88,6 +89,7 @@ pub fn client_setup(trust: Trust, sni: &str, alpn: &[String], resume: bool) -> c
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // The keys are handed over at rest (see `tls_rest`).
     config.enable_secret_extraction = true;
+    config.key_log = Arc::new(TrafficLog);
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
@@ -109,6 +111,7 @@ pub fn server_config(
         .map_err(|e| crate::Error::Input(format!("--tls: the certificate and key do not fit together: {e}")))?;
     config.send_tls13_tickets = tickets;
     config.enable_secret_extraction = true;
+    config.key_log = Arc::new(TrafficLog);
     if tickets > 0 {
         config.ticketer =
             ring::Ticketer::new().map_err(|e| crate::Error::Input(format!("TLS session tickets: {e}")))?;
@@ -230,10 +233,13 @@ enum Conn {
 pub struct Full {
     conn: Conn,
     compact: bool,
+    /// The application traffic secrets rustls logged: (client's, server's).
+    secrets: [Option<Secret>; 2],
 }
 
 /// One TLS connection, client or server: while it handshakes, a pointer
-/// to rustls' connection; at rest, its 112 bytes of keys inline, so a dense
+/// to rustls' connection; at rest, its 128 bytes of traffic secrets and
+/// sequence numbers inline, so a dense
 /// table of sessions holds idle connections with no heap block each (no
 /// fragmentation left by the handshakes' freed memory).
 pub enum Session {
@@ -396,13 +402,13 @@ impl Session {
     pub fn client(setup: &ClientSetup) -> Result<Session, Fault> {
         let conn = UnbufferedClientConnection::new(setup.config.clone(), setup.name.clone())
             .map_err(|e| Fault::Tls(name_of(&e)))?;
-        Ok(Session::Full(Box::new(Full { conn: Conn::Client(conn), compact: !setup.resume })))
+        Ok(Session::Full(Box::new(Full { conn: Conn::Client(conn), compact: !setup.resume, secrets: [None; 2] })))
     }
 
     /// A server connection, compacted at rest.
     pub fn server(config: &Arc<ServerConfig>) -> Result<Session, Fault> {
         let conn = UnbufferedServerConnection::new(config.clone()).map_err(|e| Fault::Tls(name_of(&e)))?;
-        Ok(Session::Full(Box::new(Full { conn: Conn::Server(conn), compact: true })))
+        Ok(Session::Full(Box::new(Full { conn: Conn::Server(conn), compact: true, secrets: [None; 2] })))
     }
 
     /// True once only the keys are kept.
@@ -424,6 +430,8 @@ impl Session {
             return Ok(());
         }
         let Session::Full(f) = std::mem::replace(self, Session::Done) else { return Ok(()) };
+        let [Some(client), Some(server)] = f.secrets else { return Err(Fault::Tls("TLS_OTHER")) };
+        let (tx, rx) = if matches!(f.conn, Conn::Client(_)) { (client, server) } else { (server, client) };
         let secrets = match f.conn {
             // The kernel-TLS hand-over: the secrets are kept, the rest of
             // the connection (made to follow tickets and key updates in
@@ -432,7 +440,7 @@ impl Session {
             Conn::Server(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
         }
         .map_err(|e| Fault::Tls(name_of(&e)))?;
-        *self = Session::Compact(Keys::new(secrets).ok_or(Fault::Tls("TLS_OTHER"))?);
+        *self = Session::Compact(Keys::new(secrets, tx, rx).ok_or(Fault::Tls("TLS_OTHER"))?);
         Ok(())
     }
 
@@ -443,10 +451,17 @@ impl Session {
     /// (later feeds fail, later closes send nothing).
     pub fn feed(&mut self, incoming: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Progress, Fault> {
         let (r, p) = match self {
-            Session::Full(f) => match &mut f.conn {
-                Conn::Client(c) => drive!(c, incoming, plain, out),
-                Conn::Server(c) => drive!(c, incoming, plain, out),
-            },
+            Session::Full(f) => {
+                take_logged(); // another connection's, if any
+                let done = match &mut f.conn {
+                    Conn::Client(c) => drive!(c, incoming, plain, out),
+                    Conn::Server(c) => drive!(c, incoming, plain, out),
+                };
+                for (kept, logged) in f.secrets.iter_mut().zip(take_logged()) {
+                    *kept = logged.or(*kept);
+                }
+                done
+            }
             Session::Compact(k) => {
                 let r = k.feed(incoming, plain, out);
                 if r.as_ref().map_or(true, |p| p.peer_closed) {
@@ -645,10 +660,6 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
         "TLS_ALERT_UNRECOGNISED_NAME" => {
             ("the server has no certificate for the name sent (SNI)", "give --sni with a name the server serves")
         }
-        "TLS_KEY_UPDATE" => (
-            "the peer updated its traffic keys (KeyUpdate), which an idle connection kept as bare keys does not follow",
-            "peers update keys only after very large transfers; report it with the peer's name",
-        ),
         "TLS_ALERT_CERTIFICATE_REQUIRED" => (
             "the server asks for a client certificate",
             "tcpmax sends none: disable client authentication on the server",
