@@ -172,7 +172,7 @@ fn key_updates_from_openssl_s_client_are_followed() {
     for command in ["K", "k", "K"] {
         echoed(Some(command), &format!("after {command}"));
     }
-    drop(echoed);
+    drop(stdin); // s_client sees the end of its input
     let _ = client.kill();
     let _ = client.wait();
 }
