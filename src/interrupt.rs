@@ -9,6 +9,7 @@
 //! second signal exits at once with the conventional code (130 for SIGINT,
 //! 143 for SIGTERM): the user asked twice.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -18,6 +19,16 @@ use crate::sys::process::{self, SIGINT, SIGTERM};
 /// The first signal received (0: none).
 static FIRST: AtomicI32 = AtomicI32::new(0);
 static WAKE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+/// Files (then their directories) to remove before an exit on a second
+/// signal, which runs no destructor.
+static LEFT_BEHIND: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+
+/// Removes `file`, then the directory `dir`, if the process exits on a
+/// second signal (the owner removes them on every other exit).
+pub fn remove_at_exit(file: &Path, dir: &Path) {
+    let mut left = LEFT_BEHIND.lock().unwrap_or_else(|p| p.into_inner());
+    left.push((file.to_path_buf(), dir.to_path_buf()));
+}
 
 /// Blocks SIGINT and SIGTERM and starts the watcher. Call once, from the
 /// main thread, before any other thread starts.
@@ -34,6 +45,11 @@ fn watch() {
         };
         if FIRST.compare_exchange(0, sig, Ordering::AcqRel, Ordering::Acquire).is_err() {
             // The second one: the user does not want to wait for the teardown.
+            let left = LEFT_BEHIND.lock().unwrap_or_else(|p| p.into_inner());
+            for (file, dir) in left.iter() {
+                let _ = std::fs::remove_file(file);
+                let _ = std::fs::remove_dir(dir);
+            }
             std::process::exit(128 + sig);
         }
         let _guard = WAKE.0.lock();

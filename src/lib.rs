@@ -21,6 +21,7 @@
 //! | [`interrupt`] | SIGINT and SIGTERM for every subcommand: the first stops in order, the second at once |
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
 //! | [`bounded`] | reading report files from outside within bounds: size, string length, a memory budget; text made safe to print |
+//! | [`files`] | certificate and key files read with a size cap, the self-signed certificate's private temporary file |
 //! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit, the kernel's drop counters |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
@@ -43,6 +44,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod interrupt;
 pub mod load;
 pub mod machine;

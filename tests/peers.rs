@@ -158,7 +158,7 @@ fn serve_tls_driven_by_openssl_s_client() {
         return;
     }
     let serve = Serve::start(&["--tls", "self-signed", "--mode", "echo"]);
-    let pem = std::env::temp_dir().join(format!("tcpmax-{}-cert.pem", serve.pid()));
+    let pem = serve.self_signed_pem();
     let mut client = Peer(
         Command::new("openssl")
             .args(["s_client", "-quiet", "-verify_return_error", "-servername", "localhost"])

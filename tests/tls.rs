@@ -33,7 +33,7 @@ fn bench_tls_holds_tls_connections() {
 
 /// The PEM `serve --tls self-signed` writes for clients.
 fn cert_of(serve: &Serve) -> String {
-    std::env::temp_dir().join(format!("tcpmax-{}-cert.pem", serve.pid())).display().to_string()
+    serve.self_signed_pem().display().to_string()
 }
 
 #[test]
@@ -83,4 +83,96 @@ fn load_tls_against_a_plain_server_says_it_does_not_speak_tls() {
     let r = json_of(&out);
     assert_eq!(r["failed"], 20);
     assert_eq!(error_names(&r), vec!["TLS_NOT_TLS"]);
+}
+
+/// #17: the self-signed certificate is written to a private directory with
+/// a random name (not /tmp/tcpmax-<pid>-cert.pem, where a link planted by
+/// another user was followed), mode 0600, and removed when serve exits.
+#[test]
+fn the_self_signed_pem_is_private_and_removed_at_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut serve = Serve::start(&["--tls", "self-signed", "--mode", "echo"]);
+    let pem = serve.self_signed_pem();
+    let dir = pem.parent().unwrap().to_path_buf();
+    let old = std::env::temp_dir().join(format!("tcpmax-{}-cert.pem", serve.pid()));
+    assert!(!old.exists(), "nothing at the predictable name");
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&pem).unwrap().contains("BEGIN CERTIFICATE"));
+    let stopped = serve.stop_within("-INT", common::LIMIT);
+    assert!(stopped.status.success() || stopped.status.code() == Some(130), "{:?}", stopped.status);
+    assert!(!pem.exists() && !dir.exists(), "removed at exit");
+}
+
+/// #17: a key or certificate that is a device or too big is refused at
+/// once with one line and exit 2 (/dev/zero allocated 4 GiB, then aborted;
+/// /dev/urandom never finished starting).
+#[test]
+fn a_device_or_huge_file_as_key_is_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("tcpmax-test-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, _, cert_pem, key_pem) = tcpmax::proto::tls::self_signed().unwrap();
+    let (cert, key, huge) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("huge.pem"));
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    std::fs::write(&huge, vec![b'A'; 2 << 20]).unwrap();
+    let cert = cert.display().to_string();
+    for bad in ["/dev/zero", "/dev/urandom", huge.to_str().unwrap()] {
+        let out = tcpmax(&["serve", "--listen", "127.0.0.1:0", "--tls", &format!("{cert},{bad}")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert_eq!(err.lines().count(), 1, "{bad}: one line: {err}");
+        assert!(err.contains(bad), "{bad}: names the file: {err}");
+        let out = tcpmax(&["load", "127.0.0.1:9", "-c", "1", "--tls", "--ca", bad]);
+        assert_eq!(out.status.code(), Some(2), "--ca {bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// #17: KeyUpdate against OpenSSL's client: `K` updates its keys and asks
+/// for ours, `k` only updates its own; the echo after each comes back, so
+/// the server at rest followed both and answered the first (it used to
+/// drop the connection with no alert).
+#[test]
+fn key_updates_from_openssl_s_client_are_followed() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "openssl is missing under CI");
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let serve = Serve::start(&["--tls", "self-signed", "--mode", "echo"]);
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-verify_return_error", "-servername", "localhost"])
+        .args(["-connect", &serve.addr.to_string(), "-CAfile", &cert_of(&serve)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = common::lines(client.stdout.take().unwrap());
+    // s_client says KEYUPDATE on stderr once it sent one.
+    let said = common::lines(client.stderr.take().unwrap());
+    let mut stdin = client.stdin.take().unwrap();
+    let mut echoed = |command: Option<&str>, say: &str| {
+        if let Some(c) = command {
+            writeln!(stdin, "{c}").unwrap();
+            while said.recv_timeout(common::LIMIT).expect("s_client sent the KeyUpdate") != "KEYUPDATE" {}
+        }
+        writeln!(stdin, "{say}").unwrap();
+        loop {
+            let line = lines.recv_timeout(common::LIMIT).unwrap_or_else(|_| panic!("no echo of {say}"));
+            if line == say {
+                return;
+            }
+        }
+    };
+    echoed(None, "before");
+    for command in ["K", "k", "K"] {
+        echoed(Some(command), &format!("after {command}"));
+    }
+    drop(stdin); // s_client sees the end of its input
+    let _ = client.kill();
+    let _ = client.wait();
 }

@@ -47,6 +47,7 @@ pub enum CloseMode {
 }
 
 mod wire;
+mod writes;
 
 /// One (source, destination) pair: `None` lets the kernel pick the source.
 pub type Pair = (Option<IpAddr>, SocketAddr);
@@ -62,6 +63,11 @@ pub fn cross(sources: &[IpAddr], targets: &[SocketAddr]) -> Vec<Pair> {
 /// Heartbeats are sent in batches at least this far apart: a shard wakes
 /// for them at most 50 times a second, whatever the rate.
 const PING_BATCH: Duration = Duration::from_millis(20);
+
+/// Reads of one connection per readiness event at most (of the 4 KiB
+/// scratch buffer): a peer that floods without end is read in turns with the
+/// others, and the stop is seen between turns.
+const READ_BUDGET: usize = 16;
 
 /// How long the stop waits for the servers' answers to WebSocket closes.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -263,6 +269,9 @@ struct Conn {
     /// The protocol's state byte (see [`crate::proto`]); in the padding, so
     /// the record stays 8 bytes.
     proto: u8,
+    /// Its read budget ran out with bytes left: it waits in
+    /// [`ClientShard::unread`] (edge-triggered epoll says nothing more).
+    unread: bool,
     /// Connect or handshake start, or ping send time, in microseconds on the
     /// shard clock (wrapping).
     started_us: u32,
@@ -289,6 +298,8 @@ pub struct ClientShard {
     in_flight: InFlight,
     /// Bytes of a ping frame split across reads (rare; only then allocated).
     partial: HashMap<RawFd, Partial>,
+    /// Bytes the kernel did not take yet, per connection (see `writes`).
+    unsent: HashMap<RawFd, Vec<u8>>,
     stats: ShardStats,
     /// Samples taken in this batch, published at its end under one lock.
     samples: Batch,
@@ -311,6 +322,9 @@ pub struct ClientShard {
     stopping: bool,
     retiring: bool,
     scratch: Vec<u8>,
+    /// Connections whose read budget ran out with bytes left, read again at
+    /// the next turn.
+    unread: Vec<RawFd>,
 }
 
 impl std::fmt::Debug for ClientShard {
@@ -329,6 +343,7 @@ impl ClientShard {
             conns: ConnTable::with_limit(fd_limit),
             in_flight: InFlight::default(),
             partial: HashMap::new(),
+            unsent: HashMap::new(),
             stats: ShardStats::default(),
             samples: Batch::default(),
             sessions: ClientSessions::new(),
@@ -344,6 +359,7 @@ impl ClientShard {
             stopping: false,
             retiring: false,
             scratch: vec![0; 4096],
+            unread: Vec::new(),
         }
     }
 
@@ -409,7 +425,7 @@ impl ClientShard {
         let started_us = self.now_us();
         match setup() {
             Ok(done) => {
-                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, proto: 0, started_us });
+                self.conns.insert(fd, Conn { state: CONNECTING, ping_out: false, proto: 0, unread: false, started_us });
                 self.stats.connecting += 1;
                 self.stats.max_fd = self.stats.max_fd.max(fd as u64);
                 if done {
@@ -423,29 +439,6 @@ impl ClientShard {
                 let _ = net::set_linger_zero(fd);
                 net::close(fd);
                 Err(e)
-            }
-        }
-    }
-
-    /// Writes a whole small message (TLS records included) or drops the
-    /// connection: a torn message would misalign every later one.
-    fn send_raw(&mut self, fd: RawFd, bytes: &[u8]) -> bool {
-        match net::write(fd, bytes) {
-            Ok(Io::Done(n)) if n == bytes.len() => {
-                self.stats.bytes_out += n as u64;
-                true
-            }
-            Ok(Io::WouldBlock) => {
-                self.stats.errors.add(libc::EAGAIN);
-                false
-            }
-            Ok(Io::Done(_)) => {
-                self.lost(fd, Some(libc::EIO));
-                false
-            }
-            Err(e) => {
-                self.lost(fd, Some(errno_of(&e)));
-                false
             }
         }
     }
@@ -467,8 +460,10 @@ impl ClientShard {
         self.shared.work.with(WorkState::lost);
     }
 
+    /// Reads what `fd` has, [`READ_BUDGET`] reads at most: a connection
+    /// with more is queued to be read again at the next turn.
     fn read_ready(&mut self, fd: RawFd) {
-        loop {
+        for _ in 0..READ_BUDGET {
             match net::read(fd, &mut self.scratch) {
                 Ok(Io::Done(0)) => return self.lost(fd, None),
                 Ok(Io::Done(n)) => {
@@ -482,6 +477,32 @@ impl ClientShard {
                 Err(e) => return self.lost(fd, Some(errno_of(&e))),
             }
         }
+        if let Some(c) = self.conns.get_mut(fd)
+            && !c.unread
+        {
+            c.unread = true;
+            self.unread.push(fd);
+        }
+    }
+
+    /// Reads again the connections whose budget ran out; `Turn::Again`
+    /// while some still have more.
+    fn read_unread(&mut self) -> Turn {
+        let fds = std::mem::take(&mut self.unread);
+        for &fd in &fds {
+            match self.conns.get_mut(fd) {
+                Some(c) if c.unread => c.unread = false,
+                _ => continue, // closed since (its number may be reused)
+            }
+            self.read_ready(fd);
+        }
+        let again = if self.unread.is_empty() { Turn::Idle } else { Turn::Again };
+        if self.unread.is_empty() {
+            // Keep the buffer for the next flood.
+            self.unread = fds;
+            self.unread.clear();
+        }
+        again
     }
 
     /// Application bytes (decrypted, with TLS) of `fd`.
@@ -510,7 +531,9 @@ impl ClientShard {
         });
         self.stats.pongs += pongs;
         if bad > 0 {
-            self.stats.errors.add(libc::EPROTO);
+            // Not our frames: once for the connection, which is closed (a
+            // peer that sends anything else would be counted per frame).
+            return self.lost(fd, Some(libc::EPROTO));
         }
         if pongs > 0
             && let Some(c) = self.conns.get_mut(fd)
@@ -649,6 +672,9 @@ impl Handler for ClientShard {
                 Err(e) => return self.fail_connect(fd, errno_of(&e)),
             }
         }
+        if flags & epoll::OUT != 0 && !self.unsent.is_empty() {
+            self.flush_unsent(fd);
+        }
         if flags & (epoll::IN | epoll::RDHUP | epoll::HUP | epoll::ERR) != 0 {
             self.read_ready(fd);
         }
@@ -663,7 +689,8 @@ impl Handler for ClientShard {
     }
 
     fn on_turn(&mut self, epoll: &Epoll, now: Instant) -> Turn {
-        let mut turn = self.expire_connects();
+        let mut turn = self.read_unread();
+        turn = turn.min(self.expire_connects());
         turn = turn.min(self.fill(epoll, now));
         let beats = self.shared.heartbeats.load(Ordering::Relaxed) && self.stats.connecting == 0;
         if beats || self.keepalive_s() > 0 {
@@ -695,6 +722,8 @@ impl Handler for ClientShard {
         self.stats.open = 0;
         self.stats.connecting = 0;
         self.in_flight.clear();
+        self.unread = Vec::new();
+        self.unsent = HashMap::new();
         self.partial.clear();
         self.sessions.clear();
         self.tls = crate::engine::session::TlsTable::new();

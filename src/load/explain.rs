@@ -268,8 +268,8 @@ const TABLE: &[(&str, Explanation)] = &[
     (
         "EAGAIN",
         e(
-            "the kernel had no resource for the operation right now (for a TCP connect: no free local port on some kernels)",
-            "same as EADDRNOTAVAIL: more source IPs or destinations; or slow down with --rate",
+            "the kernel had no resource for the operation right now: for a TCP connect, no free local port on some kernels; for a held connection, its send buffer stayed full (64 KiB more waiting: the server does not read what it makes tcpmax answer)",
+            "for connects, as EADDRNOTAVAIL: more source IPs or destinations, or slow down with --rate; for held connections, make the server read its socket",
         ),
     ),
     (

@@ -93,12 +93,12 @@ impl ProtoArgs {
         let trust = if self.insecure {
             tls::Trust::Insecure
         } else if let Some(ca) = &self.ca {
-            tls::Trust::Roots(tls::read_certs(ca)?)
+            tls::Trust::Roots(crate::files::read_certs(ca)?)
         } else {
             let system = SYSTEM_CAS.iter().map(std::path::Path::new).find(|p| p.exists()).ok_or_else(|| {
                 Error::Input("--tls: no system CA bundle here; give --ca FILE, or --insecure for tests".into())
             })?;
-            tls::Trust::Roots(tls::read_certs(system)?)
+            tls::Trust::Roots(crate::files::read_certs(system)?)
         };
         let sni = self.sni.clone().or_else(|| targets.first().map(|t| t.host.clone())).unwrap_or_default();
         tls::client_setup(trust, &sni, &self.alpn, self.tls_resume).map(Some)

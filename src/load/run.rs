@@ -447,6 +447,12 @@ pub fn run(cmd: CommandLine) -> anyhow::Result<ExitCode> {
     let mine = agent.resolve(Spec::from(&args), std::env::var_os(INDEX_ENV), SystemTime::now())?;
     let mut load = prepare(&mine.spec)?;
     load.agent = mine.info;
+    if let Some(sig) = crate::interrupt::requested() {
+        // Reading the CA or resolving names took the signal: stop before
+        // any connection opens.
+        eprintln!("tcpmax: interrupted while starting: no connection was opened");
+        return Ok(ExitCode::from((128 + sig).clamp(0, 255) as u8));
+    }
     let mut human: Box<dyn std::io::Write> =
         if agent.quiet { Box::new(std::io::sink()) } else { output::human(args.json.as_deref()) };
     for note in &load.notes {

@@ -17,7 +17,6 @@
 //! (`TLS_CERT_UNKNOWN_ISSUER`), and a peer that does not speak TLS at all
 //! (`TLS_NOT_TLS`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
@@ -34,7 +33,8 @@ use rustls::{
 };
 
 use super::Fault;
-pub use super::tls_rest::Keys;
+use super::tls_rest::take_logged;
+pub use super::tls_rest::{Keys, Secret, TrafficLog};
 
 /// The biggest TLS record on the wire (16 KiB of plaintext, overhead).
 pub const MAX_RECORD: usize = 16 * 1024 + 256;
@@ -89,6 +89,7 @@ pub fn client_setup(trust: Trust, sni: &str, alpn: &[String], resume: bool) -> c
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // The keys are handed over at rest (see `tls_rest`).
     config.enable_secret_extraction = true;
+    config.key_log = Arc::new(TrafficLog);
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
@@ -110,6 +111,7 @@ pub fn server_config(
         .map_err(|e| crate::Error::Input(format!("--tls: the certificate and key do not fit together: {e}")))?;
     config.send_tls13_tickets = tickets;
     config.enable_secret_extraction = true;
+    config.key_log = Arc::new(TrafficLog);
     if tickets > 0 {
         config.ticketer =
             ring::Ticketer::new().map_err(|e| crate::Error::Input(format!("TLS session tickets: {e}")))?;
@@ -134,7 +136,8 @@ pub fn self_signed() -> crate::Result<(CertificateDer<'static>, PrivateKeyDer<'s
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
     /// A certificate generated at start (ECDSA P-256, for localhost and
-    /// loopback); its PEM is written out for clients' `--ca`.
+    /// loopback); its PEM is written out for clients' `--ca`
+    /// ([`crate::files::server_tls`]).
     SelfSigned,
     /// PEM files: the chain, then the private key.
     Files(std::path::PathBuf, std::path::PathBuf),
@@ -151,38 +154,20 @@ pub fn parse_cert_source(s: &str) -> Result<CertSource, String> {
     }
 }
 
-impl CertSource {
-    /// The server configuration (`tickets` session tickets per handshake)
-    /// and, for a generated certificate, the PEM file it was written to.
-    pub fn server_config(&self, tickets: usize) -> crate::Result<(Arc<ServerConfig>, Option<std::path::PathBuf>)> {
-        match self {
-            CertSource::Files(cert, key) => Ok((server_config(read_certs(cert)?, read_key(key)?, tickets)?, None)),
-            CertSource::SelfSigned => {
-                let (cert, key, pem, _) = self_signed()?;
-                let path = std::env::temp_dir().join(format!("tcpmax-{}-cert.pem", std::process::id()));
-                std::fs::write(&path, pem).map_err(|e| crate::Error::os(format!("writing {}", path.display()), e))?;
-                Ok((server_config(vec![cert], key, tickets)?, Some(path)))
-            }
-        }
-    }
-}
-
-/// The certificates of a PEM file.
-pub fn read_certs(path: &Path) -> crate::Result<Vec<CertificateDer<'static>>> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| crate::Error::Input(format!("reading certificates from {}: {e}", path.display())))?
-        .collect();
+/// The certificates of PEM bytes; `source` names where they came from.
+pub fn certs_from_pem(pem: &[u8], source: &str) -> crate::Result<Vec<CertificateDer<'static>>> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(c),
-        Ok(_) => Err(crate::Error::Input(format!("{}: no PEM certificate in it", path.display()))),
-        Err(e) => Err(crate::Error::Input(format!("{}: {e}", path.display()))),
+        Ok(_) => Err(crate::Error::Input(format!("{source}: no PEM certificate in it"))),
+        Err(e) => Err(crate::Error::Input(format!("{source}: {e}"))),
     }
 }
 
-/// The private key of a PEM file.
-pub fn read_key(path: &Path) -> crate::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| crate::Error::Input(format!("reading a private key from {}: {e}", path.display())))
+/// The private key of PEM bytes; `source` names where they came from.
+pub fn key_from_pem(pem: &[u8], source: &str) -> crate::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| crate::Error::Input(format!("reading a private key from {source}: {e}")))
 }
 
 /// `--insecure`: any certificate is accepted; the handshake's signature is
@@ -248,10 +233,13 @@ enum Conn {
 pub struct Full {
     conn: Conn,
     compact: bool,
+    /// The application traffic secrets rustls logged: (client's, server's).
+    secrets: [Option<Secret>; 2],
 }
 
 /// One TLS connection, client or server: while it handshakes, a pointer
-/// to rustls' connection; at rest, its 112 bytes of keys inline, so a dense
+/// to rustls' connection; at rest, its 128 bytes of traffic secrets and
+/// sequence numbers inline, so a dense
 /// table of sessions holds idle connections with no heap block each (no
 /// fragmentation left by the handshakes' freed memory).
 pub enum Session {
@@ -414,13 +402,13 @@ impl Session {
     pub fn client(setup: &ClientSetup) -> Result<Session, Fault> {
         let conn = UnbufferedClientConnection::new(setup.config.clone(), setup.name.clone())
             .map_err(|e| Fault::Tls(name_of(&e)))?;
-        Ok(Session::Full(Box::new(Full { conn: Conn::Client(conn), compact: !setup.resume })))
+        Ok(Session::Full(Box::new(Full { conn: Conn::Client(conn), compact: !setup.resume, secrets: [None; 2] })))
     }
 
     /// A server connection, compacted at rest.
     pub fn server(config: &Arc<ServerConfig>) -> Result<Session, Fault> {
         let conn = UnbufferedServerConnection::new(config.clone()).map_err(|e| Fault::Tls(name_of(&e)))?;
-        Ok(Session::Full(Box::new(Full { conn: Conn::Server(conn), compact: true })))
+        Ok(Session::Full(Box::new(Full { conn: Conn::Server(conn), compact: true, secrets: [None; 2] })))
     }
 
     /// True once only the keys are kept.
@@ -442,6 +430,8 @@ impl Session {
             return Ok(());
         }
         let Session::Full(f) = std::mem::replace(self, Session::Done) else { return Ok(()) };
+        let [Some(client), Some(server)] = f.secrets else { return Err(Fault::Tls("TLS_OTHER")) };
+        let (tx, rx) = if matches!(f.conn, Conn::Client(_)) { (client, server) } else { (server, client) };
         let secrets = match f.conn {
             // The kernel-TLS hand-over: the secrets are kept, the rest of
             // the connection (made to follow tickets and key updates in
@@ -450,26 +440,51 @@ impl Session {
             Conn::Server(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
         }
         .map_err(|e| Fault::Tls(name_of(&e)))?;
-        *self = Session::Compact(Keys::new(secrets).ok_or(Fault::Tls("TLS_OTHER"))?);
+        *self = Session::Compact(Keys::new(secrets, tx, rx).ok_or(Fault::Tls("TLS_OTHER"))?);
         Ok(())
     }
 
     /// Feeds ciphertext (decrypted in place): plaintext goes to `plain`,
     /// TLS bytes to send to `out` (the client's first flight comes from
-    /// feeding nothing). On a failure the alert to send, if any, is in `out`.
+    /// feeding nothing). On a failure the alert to send, if any, is in `out`;
+    /// on the peer's close_notify, ours. Either way the session is then over
+    /// (later feeds fail, later closes send nothing).
     pub fn feed(&mut self, incoming: &mut [u8], plain: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Progress, Fault> {
         let (r, p) = match self {
-            Session::Full(f) => match &mut f.conn {
-                Conn::Client(c) => drive!(c, incoming, plain, out),
-                Conn::Server(c) => drive!(c, incoming, plain, out),
-            },
-            Session::Compact(k) => return k.feed(incoming, plain),
+            Session::Full(f) => {
+                take_logged(); // another connection's, if any
+                let done = match &mut f.conn {
+                    Conn::Client(c) => drive!(c, incoming, plain, out),
+                    Conn::Server(c) => drive!(c, incoming, plain, out),
+                };
+                for (kept, logged) in f.secrets.iter_mut().zip(take_logged()) {
+                    *kept = logged.or(*kept);
+                }
+                done
+            }
+            Session::Compact(k) => {
+                let r = k.feed(incoming, plain, out);
+                if r.as_ref().map_or(true, |p| p.peer_closed) {
+                    // A failure (its alert is in `out`) or close_notify.
+                    if r.is_ok() {
+                        k.close(out);
+                    }
+                    *self = Session::Done;
+                }
+                return r;
+            }
             Session::Done => return Err(Fault::Tls("TLS_OTHER")),
         };
         match r {
             Ok(()) => {
                 if p.ready {
                     self.compact()?;
+                }
+                if p.peer_closed {
+                    // RFC 8446, 6.1: close_notify is answered with one
+                    // before the connection closes; the session is over.
+                    self.close(out);
+                    *self = Session::Done;
                 }
                 Ok(p)
             }
@@ -481,19 +496,28 @@ impl Session {
         }
     }
 
-    /// After a failure: the alert rustls queued, into `out` (rustls wants
-    /// the rest of the input it was working on).
+    /// After a failure: the alert rustls queued, into `out`; the session
+    /// is then done, so no later feed can make rustls send a second fatal
+    /// alert (RFC 8446, 6.2: the connection is over).
+    ///
+    /// rustls queues its alert last and hands out what is queued before it
+    /// reads any more input, so the records are taken up to the alert and
+    /// no further: one more pass would read the offending bytes again and
+    /// raise a second alert (rustls asserts against it in debug builds).
     fn flush_alert(&mut self, rest: &mut [u8], out: &mut Vec<u8>) {
-        let Session::Full(f) = self else { return };
-        for _ in 0..4 {
-            let more = match &mut f.conn {
-                Conn::Client(c) => flush_one(c.process_tls_records(rest), out),
-                Conn::Server(c) => flush_one(c.process_tls_records(rest), out),
-            };
-            if !more {
-                return;
+        if let Session::Full(f) = self {
+            for _ in 0..4 {
+                let at = out.len();
+                let more = match &mut f.conn {
+                    Conn::Client(c) => flush_one(c.process_tls_records(rest), out),
+                    Conn::Server(c) => flush_one(c.process_tls_records(rest), out),
+                };
+                if !more || is_alert_record(&out[at..]) {
+                    break;
+                }
             }
         }
+        *self = Session::Done;
     }
 
     /// Encrypts `plain` into `out`.
@@ -533,6 +557,17 @@ fn flush_one<Data>(s: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>) -> bool
             t.done();
             true
         }
+        _ => false,
+    }
+}
+
+/// True for one alert record: a plaintext one (type 21, two bytes), or an
+/// encrypted one (type 23 holding two bytes, a content type and a 16-byte
+/// tag: no handshake message is that short).
+fn is_alert_record(r: &[u8]) -> bool {
+    match r {
+        [21, 3, _, 0, 2, _, _] => true,
+        [23, 3, 3, 0, 19, ..] => r.len() == 24,
         _ => false,
     }
 }
@@ -625,10 +660,6 @@ pub fn explain(name: &str) -> Option<(&'static str, &'static str)> {
         "TLS_ALERT_UNRECOGNISED_NAME" => {
             ("the server has no certificate for the name sent (SNI)", "give --sni with a name the server serves")
         }
-        "TLS_KEY_UPDATE" => (
-            "the peer updated its traffic keys (KeyUpdate), which an idle connection kept as bare keys does not follow",
-            "peers update keys only after very large transfers; report it with the peer's name",
-        ),
         "TLS_ALERT_CERTIFICATE_REQUIRED" => (
             "the server asks for a client certificate",
             "tcpmax sends none: disable client authentication on the server",

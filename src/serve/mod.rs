@@ -210,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         backlog,
     };
     // One stateless session ticket per handshake: clients may resume.
-    let tls = args.tls.as_ref().map(|t| t.server_config(1)).transpose()?;
+    let tls = args.tls.as_ref().map(|t| crate::files::server_tls(t, 1)).transpose()?;
     let mut server = Server::start_with_tls(&config, tls.as_ref().map(|t| t.0.clone()))?;
     let metrics =
         args.metrics.map(|addr| metrics::MetricsServer::start(addr, metrics::Metrics::new(true))).transpose()?;
@@ -223,7 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut human = output::human(args.json.as_deref());
     if let Some((_, Some(pem))) = &tls {
-        writeln!(human, "tls self-signed certificate {}", pem.display())?;
+        writeln!(human, "tls self-signed certificate {}", pem.path().display())?;
     }
     announce(&mut *human, &server, plan, metrics.as_ref().map(|m| m.addr()), &throttle)?;
 

@@ -30,6 +30,8 @@ pub struct Serve {
     pub addr: SocketAddr,
     pub status: Receiver<String>,
     pub stdout_rest: Receiver<String>,
+    /// The announce lines on stdout, up to `shards`.
+    pub announce: Vec<String>,
 }
 
 impl Serve {
@@ -57,9 +59,10 @@ impl Serve {
             .expect("spawn tcpmax serve");
         let stdout = lines(child.stdout.take().unwrap());
         let status = lines(child.stderr.take().unwrap());
-        let mut addrs = Vec::new();
+        let (mut addrs, mut announce) = (Vec::new(), Vec::new());
         loop {
             let line = stdout.recv_timeout(LIMIT).expect("serve announces itself");
+            announce.push(line.clone());
             if let Some(rest) = line.strip_prefix("listening ") {
                 addrs.push(rest.split_whitespace().next().unwrap().parse().unwrap());
             }
@@ -68,7 +71,13 @@ impl Serve {
             }
         }
         let addr = *addrs.first().expect("a listening line");
-        Serve { child, addrs, addr, status, stdout_rest: stdout }
+        Serve { child, addrs, addr, status, stdout_rest: stdout, announce }
+    }
+
+    /// The PEM `serve --tls self-signed` wrote for clients (its announce).
+    pub fn self_signed_pem(&self) -> std::path::PathBuf {
+        let line = self.announce.iter().find_map(|l| l.strip_prefix("tls self-signed certificate "));
+        line.expect("a `tls self-signed certificate PATH` line").into()
     }
 
     pub fn pid(&self) -> u32 {

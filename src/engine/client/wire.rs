@@ -219,6 +219,7 @@ impl ClientShard {
     /// Forgets what a closing connection had above TCP.
     pub(super) fn forget(&mut self, fd: RawFd) {
         self.partial.remove(&fd);
+        self.unsent.remove(&fd);
         self.sessions.forget(fd);
         self.tls.remove(&fd);
         self.tls_partial.remove(&fd);
@@ -265,7 +266,8 @@ impl ClientShard {
             if now >= deadline {
                 break;
             }
-            let n = epoll.wait(&mut events, Turn::Until(deadline).timeout_ms(now)).unwrap_or(0);
+            let turn = self.read_unread().min(Turn::Until(deadline));
+            let n = epoll.wait(&mut events, turn.timeout_ms(now)).unwrap_or(0);
             for ev in &events[..n] {
                 if let Token::Conn(fd) = Token::decode(epoll::token(ev)) {
                     self.read_ready(fd);
