@@ -8,31 +8,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{Serve, tcpmax, validate};
+use common::{Peer, Serve, free_port, runs, tcpmax, validate};
 use serde_json::Value;
-
-/// A peer process, killed when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn have(cmd: &str, probe: &[&str]) -> bool {
-    Command::new(cmd).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
 
 /// True, saying the test skips, when openssl is not installed.
 fn missing_openssl() -> bool {
-    let missing = !have("openssl", &["version"]);
+    let missing = !runs("openssl", &["version"]);
     if missing {
         common::skip("openssl is not installed (apt-get install openssl)");
     }
@@ -41,37 +26,11 @@ fn missing_openssl() -> bool {
 
 /// True, saying the test skips, when Python's websockets package is absent.
 fn missing_websockets() -> bool {
-    let missing = !have("python3", &["-c", "import websockets"]);
+    let missing = !runs("python3", &["-c", "import websockets"]);
     if missing {
         common::skip("the Python websockets package is not installed (pip install websockets)");
     }
     missing
-}
-
-/// A free loopback port (bound then released: the peer binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Peer {
-    /// Starts `cmd` (output discarded) and waits until it listens on
-    /// 127.0.0.1:`port`.
-    fn listening(cmd: &mut Command, port: u16) -> (Peer, SocketAddr) {
-        let mut peer = Peer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr, &mut peer);
-        (peer, addr)
-    }
-}
-
-/// Waits until `addr` accepts TCP connections.
-fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(peer.0.try_wait().unwrap().is_none(), "the peer exited before listening");
-        assert!(Instant::now() < deadline, "{addr} never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -179,7 +138,7 @@ fn serve_tls_driven_by_openssl_s_client() {
 
 #[test]
 fn load_tls_against_nginx() {
-    if !have("nginx", &["-v"]) {
+    if !runs("nginx", &["-v"]) {
         common::skip("nginx is not installed (apt-get install nginx-light)");
         return;
     }
@@ -305,7 +264,7 @@ fn serve_ws_driven_by_python_websockets() {
 
 #[test]
 fn load_mqtt_against_mosquitto() {
-    if !have("mosquitto", &["-h"]) && !Path::new("/usr/sbin/mosquitto").exists() {
+    if !runs("mosquitto", &["-h"]) && !Path::new("/usr/sbin/mosquitto").exists() {
         common::skip("mosquitto is not installed (apt-get install mosquitto)");
         return;
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Serve, tcpmax, validate};
+use common::{Peer, Serve, free_port, tcpmax, validate};
 use serde_json::Value;
 
 fn json_of(out: &std::process::Output) -> Value {
@@ -155,45 +155,16 @@ fn mqtt_keepalives_are_sent_without_a_ping_rate() {
 // test skips, saying so, when its peer is not installed.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A peer process, killed when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
 
 fn installed(cmd: &str, args: &[&str]) -> bool {
-    let ok =
-        Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = common::runs(cmd, args);
     if !ok {
-        // Under CI every peer is installed: a skip there is a failure.
-        assert!(std::env::var_os("CI").is_none_or(|v| v != "true"), "`{cmd}` is missing under CI=true");
-        eprintln!("skipped: `{cmd} {}` fails: not installed", args.join(" "));
+        common::skip(&format!("`{cmd} {}` fails: not installed", args.join(" ")));
     }
     ok
-}
-
-/// Starts `cmd` and waits (bounded) until 127.0.0.1:`port` accepts.
-fn peer_on(cmd: &mut Command, port: u16) -> (Peer, SocketAddr) {
-    let peer = Peer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the peer never listened on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (peer, addr)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Sends `bytes` and reads until the peer closes: what it answered, and
@@ -239,7 +210,7 @@ fn serve_mqtt_refuses_what_mosquitto_refuses() {
     let port = free_port();
     let conf = std::env::temp_dir().join(format!("tcpmax-mosquitto-{}.conf", std::process::id()));
     std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-    let (_peer, mosquitto) = peer_on(Command::new("mosquitto").arg("-c").arg(&conf), port);
+    let (_peer, mosquitto) = Peer::listening(Command::new("mosquitto").arg("-c").arg(&conf), port);
     let serve = Serve::start(&["--mode", "mqtt"]);
     let ok = mqtt_connect(0x02, &[b"id"]);
     let sub = |filter: &[u8], qos: u8| mqtt_packet(0x82, &[&[0, 1][..], &mqtt_str(filter), &[qos]].concat());
@@ -332,7 +303,7 @@ fn serve_ws_closes_as_python_websockets_does() {
         return;
     }
     let port = free_port();
-    let (_peer, reference) = peer_on(Command::new("python3").args(["-c", WS_ECHO, &port.to_string()]), port);
+    let (_peer, reference) = Peer::listening(Command::new("python3").args(["-c", WS_ECHO, &port.to_string()]), port);
     let serve = Serve::start(&["--mode", "ws"]);
     let e_acute = "é".as_bytes();
     let cases: Vec<(&str, Vec<u8>)> = vec![

@@ -24,6 +24,47 @@ pub fn skip(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// A peer process (nginx, mosquitto, openssl, Python), killed when dropped.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Peer {
+    /// Starts `cmd` (output discarded) and waits until it listens on
+    /// 127.0.0.1:`port`.
+    pub fn listening(cmd: &mut Command, port: u16) -> (Peer, SocketAddr) {
+        let mut peer = Peer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_listening(addr, &mut peer);
+        (peer, addr)
+    }
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_listening(addr: SocketAddr, peer: &mut Peer) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(peer.0.try_wait().unwrap().is_none(), "the peer exited before listening");
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free loopback port (bound then released: the peer binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// True when `cmd args` runs and succeeds.
+pub fn runs(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
 pub struct Serve {
     pub child: Child,
     pub addrs: Vec<SocketAddr>,
