@@ -42,3 +42,21 @@ fn a_target_past_the_doctors_ceiling_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("doctor predicts") && err.contains("--force"), "{err}");
 }
+
+/// #18: one kernel memory figure to trust (slab growth) beside what the
+/// doctor predicts, and shard counts that say when they were taken.
+#[test]
+fn a_small_bench_says_which_figure_the_doctor_predicts() {
+    let out = tcpmax(&["bench", "-c", "2k", "--hold", "1s", "--ping-rate", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with("bench: 2,000 tcp connections") && first.contains("; starting with "), "{first}");
+    assert!(first.ends_with(" client shards"), "{first}");
+    let kernel = text.lines().find(|l| l.starts_with("  kernel memory ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(kernel.ends_with(" B per connection (slab growth on the machine / held)"), "{kernel}");
+    assert!(!text.contains("slab grew"), "{text}");
+    assert!(text.contains("the doctor predicts ") && text.contains(" B: the slab objects of 2 idle sockets"), "{text}");
+    let shards = text.lines().find(|l| l.starts_with("  shards ")).unwrap();
+    assert!(shards.ends_with(" client at the peak"), "{shards}");
+}

@@ -406,3 +406,27 @@ fn a_memory_budget_below_an_idle_serve_is_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("idle serve needs") && err.contains("fix: give --memory-budget"), "{err}");
 }
+
+/// #18: after a clean `load` run (its default close is a reset) the summary
+/// counts the resets as closes by the peer, not as errors, and prints no
+/// agent line without `--agent`.
+#[test]
+fn a_clean_load_run_leaves_closes_not_errors() {
+    let json = std::env::temp_dir().join(format!("tcpmax-serve-resets-{}.json", std::process::id()));
+    let srv = Serve::start(&["--json", json.to_str().unwrap()]);
+    let target = srv.addr.to_string();
+    let out = common::tcpmax(&["load", &target, "-c", "2k", "--hold", "1s", "--ping-rate", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every reset has landed once the server holds none.
+    srv.until("the resets handled", |l| l.contains("conns 0 |") && l.contains("closed 2,000 |"));
+    let (status, text) = srv.stop("-TERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(text.contains("  closed              2,000\n    by peer (RST)     2,000\n"), "{text}");
+    assert!(text.contains("  errors              none\n"), "{text}");
+    assert!(!text.contains("ECONNRESET") && !text.contains("  agent "), "{text}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    common::validate("serve", &summary);
+    assert_eq!(summary["closed_by_peer_reset"], 2_000);
+    assert_eq!(summary["totals"]["errors"], serde_json::json!({}));
+}

@@ -169,7 +169,7 @@ fn bench(args: &Args, doctor: &Doctor, human: &mut dyn std::io::Write) -> anyhow
     load.tls = tls.map(|t| t.1);
     writeln!(
         human,
-        "bench: {} {} connections to {target} from {} source IPs; {} server + {} client shards",
+        "bench: {} {} connections to {target} from {} source IPs; starting with {} server + {} client shards",
         group(args.count),
         load.proto.protocol().name(),
         load.plan.sources,

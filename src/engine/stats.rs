@@ -32,6 +32,12 @@ impl Errnos {
         }
     }
 
+    /// Removes the count for an errno name and returns it (a count that is
+    /// not a failure where it is reported, e.g. a peer's reset on a server).
+    pub fn take(&mut self, name: &str) -> u64 {
+        self.0.remove(name).unwrap_or(0)
+    }
+
     /// Total failures.
     pub fn total(&self) -> u64 {
         self.0.values().sum()

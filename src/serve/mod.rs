@@ -144,6 +144,16 @@ pub struct Summary {
     pub machine: crate::machine::Machine,
     /// Memory against its limit, and the agent's state changes.
     pub headroom: headroom::Summary,
+    /// Connections the peer closed with a reset (RST, e.g. `load`'s default
+    /// close), counted in `totals.closed`; not in `totals.errors`.
+    pub closed_by_peer_reset: u64,
+}
+
+/// Takes the peers' resets out of the error table: a server sees
+/// ECONNRESET only when a client closed abortively (`SO_LINGER` 0, as `load`
+/// closes by default), which is a close, not a failure of the server.
+fn peer_resets(t: &mut ShardStats) -> u64 {
+    t.errors.take(crate::sys::errno_name(libc::ECONNRESET))
 }
 
 /// Decides the shard layout for `args` on this machine: refuses a
@@ -304,6 +314,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!();
     }
     let teardown_seconds = stop_began.elapsed().as_secs_f64();
+    let mut totals = totals;
+    let closed_by_peer_reset = peer_resets(&mut totals);
     let summary = Summary {
         listen,
         mode: args.mode,
@@ -317,9 +329,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeline: timeline.finish(),
         headroom: throttle.summary(),
         machine: crate::machine::Machine::read(),
+        closed_by_peer_reset,
     };
     let mut text = Vec::new();
-    print_summary(&mut text, &summary)?;
+    print_summary(&mut text, &summary, args.agent.is_some())?;
     output::emit(args.json.as_deref(), &summary, &String::from_utf8_lossy(&text))?;
     Ok(ExitCode::from(signal.map_or(0, crate::interrupt::exit_code)))
 }
@@ -350,6 +363,8 @@ fn announce(
 }
 
 fn status_line(t: &ShardStats, rate: f64, shards: usize, up: Duration, tty: bool, headroom: &str) {
+    let mut errors = t.errors.clone();
+    errors.take(crate::sys::errno_name(libc::ECONNRESET));
     let line = format!(
         "[{:>5}s] conns {} | shards {} | accepted {}/s | closed {} | refused {} max-conns, {} memory | backpressured {} | {headroom} | errors: {}",
         up.as_secs(),
@@ -360,17 +375,22 @@ fn status_line(t: &ShardStats, rate: f64, shards: usize, up: Duration, tty: bool
         group(t.refused_max_conns),
         group(t.refused_memory),
         group(t.backpressured),
-        t.errors.summary()
+        errors.summary()
     );
     output::live_line(&line, tty);
 }
 
-fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
+/// The human summary; the agent's state changes only when `--agent` was
+/// given (without it no balancer heard them).
+fn print_summary(w: &mut dyn Write, s: &Summary, agent: bool) -> std::io::Result<()> {
     let t = &s.totals;
     writeln!(w, "served {:.1}s on {} shards", s.seconds, s.shards)?;
     writeln!(w, "  peak connections    {}", group(s.peak_open))?;
     writeln!(w, "  accepted            {}", group(t.opened))?;
     writeln!(w, "  closed              {}", group(t.closed))?;
+    if s.closed_by_peer_reset > 0 {
+        writeln!(w, "    by peer (RST)     {}", group(s.closed_by_peer_reset))?;
+    }
     writeln!(w, "  refused (max-conns) {}", group(t.refused_max_conns))?;
     writeln!(w, "  refused (memory)    {}", group(t.refused_memory))?;
     writeln!(w, "  bytes in / out      {} / {}", group(t.bytes_in), group(t.bytes_out))?;
@@ -387,9 +407,79 @@ fn print_summary(w: &mut dyn Write, s: &Summary) -> std::io::Result<()> {
         units::human_bytes(h.peak_memory_used_bytes),
         units::human_bytes(h.memory_limit_bytes)
     )?;
-    if h.transitions.len() > 1 {
+    if agent && h.transitions.len() > 1 {
         let changes: Vec<String> = h.transitions.iter().map(|c| format!("{} at {:.1}s", c.state, c.t)).collect();
         writeln!(w, "  agent               {}", changes.join(", "))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(resets: u64) -> Summary {
+        let mut totals = ShardStats { opened: 20_000, closed: 20_000, ..ShardStats::default() };
+        for _ in 0..resets {
+            totals.errors.add(libc::ECONNRESET);
+        }
+        totals.errors.add(libc::EMFILE);
+        let closed_by_peer_reset = peer_resets(&mut totals);
+        let up = agent::State::Up { weight: 100 };
+        Summary {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9000))],
+            mode: Mode::Echo,
+            shards: 2,
+            per_shard: 10_000,
+            seconds: 5.0,
+            peak_open: 20_000,
+            teardown_seconds: 0.1,
+            stopped_by: "SIGTERM",
+            totals,
+            timeline: Vec::new(),
+            machine: crate::machine::Machine::read(),
+            headroom: headroom::Summary {
+                basis: agent::Basis::Machine,
+                memory_limit_bytes: 1 << 30,
+                peak_memory_used_bytes: 1 << 20,
+                transitions: vec![
+                    headroom::Transition { t: 0.0, state: up },
+                    headroom::Transition { t: 3.1, state: agent::State::Drain },
+                ],
+            },
+            closed_by_peer_reset,
+        }
+    }
+
+    fn text(s: &Summary, agent: bool) -> String {
+        let mut out = Vec::new();
+        print_summary(&mut out, s, agent).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn peers_resets_are_closes_not_errors() {
+        // #18: "errors ECONNRESET 20000" after a clean `load` run.
+        let s = summary(20_000);
+        let out = text(&s, false);
+        assert!(out.contains("  closed              20,000\n    by peer (RST)     20,000\n"), "{out}");
+        assert!(out.contains("  errors              EMFILE 1\n"), "{out}");
+        assert!(!out.contains("ECONNRESET"), "{out}");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["closed_by_peer_reset"], 20_000);
+        assert_eq!(json["totals"]["errors"], serde_json::json!({ "EMFILE": 1 }));
+        assert!(!text(&summary(0), false).contains("by peer"));
+    }
+
+    #[test]
+    fn the_agent_line_only_with_an_agent() {
+        // #18: "agent up 100% at 0.0s, drain at 3.1s" without --agent.
+        let s = summary(0);
+        assert!(!text(&s, false).contains("agent"), "{}", text(&s, false));
+        assert!(
+            text(&s, true).contains("  agent               up 100% at 0.0s, drain at 3.1s\n"),
+            "{}",
+            text(&s, true)
+        );
+    }
 }
