@@ -116,9 +116,18 @@ fn fixture_tree_gives_exact_numbers() {
     assert_eq!(memory["allows"]["loopback"], 1_585_047);
 }
 
+/// #18: a root with nothing to read is bad input (one line, exit 2), not a
+/// table of unknowns; a root with only part of the tree still reports.
 #[test]
-fn empty_root_reports_unknown() {
+fn empty_root_is_refused_and_a_partial_root_reports_unknown() {
     let dir = TempDir::new("doctor-empty");
+    let out = tcpmax(&["doctor", "--root", dir.root()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("has no proc/ and no sys/"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    dir.write("proc/version", "Linux\n");
     let report = json_report(&["--root", dir.root()]);
     assert!(report["ceiling"]["server"].is_null());
     assert!(report["limits"].as_array().unwrap().iter().all(|l| l["value"].is_null()));

@@ -358,8 +358,26 @@ fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
     notes
 }
 
+/// Refuses a root with nothing to read: missing, not a directory, or
+/// without `proc/` and `sys/` (every row would be unknown).
+pub fn check_root(root: &std::path::Path) -> crate::error::Result<()> {
+    let shown = root.display();
+    let fix = "fix: leave --root out (the live machine) or give a tree with proc/ and sys/ as on a live machine";
+    let why = match std::fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory".to_string(),
+        Err(e) => format!("cannot be read ({e})"),
+        Ok(m) if !m.is_dir() => "is not a directory".to_string(),
+        Ok(_) if !root.join("proc").is_dir() && !root.join("sys").is_dir() => {
+            "has no proc/ and no sys/: nothing to read".to_string()
+        }
+        Ok(_) => return Ok(()),
+    };
+    Err(crate::error::Error::Input(format!("--root {shown}: {why}; {fix}")))
+}
+
 /// Runs `tcpmax doctor`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    check_root(&args.root)?;
     let report = diagnose(&ProcFs::new(&args.root));
     crate::output::emit(args.json.as_deref(), &report, &render::render(&report))?;
     Ok(ExitCode::SUCCESS)
