@@ -250,16 +250,24 @@ pub struct Limit {
     pub allows: Roles<Option<u64>>,
     /// The roles whose ceiling this limit sets.
     pub binds: Vec<Role>,
-    /// The change that raises it.
-    pub fix: String,
+    /// The change that raises it; null when no change would: the value
+    /// already reaches what a fix would set (a fix never repeats the value
+    /// or lowers it), or the limit does not cap idle connections.
+    pub fix: Option<String>,
     /// What the value means here, or why it is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
 impl Limit {
-    fn new(name: &str, value: Option<Value>, unit: Option<Unit>, allows: Roles<Option<u64>>, fix: &str) -> Limit {
-        Limit { name: name.into(), value, unit, allows, binds: Vec::new(), fix: fix.into(), note: None }
+    fn new(
+        name: &str,
+        value: Option<Value>,
+        unit: Option<Unit>,
+        allows: Roles<Option<u64>>,
+        fix: Option<String>,
+    ) -> Limit {
+        Limit { name: name.into(), value, unit, allows, binds: Vec::new(), fix, note: None }
     }
 
     fn with_note(mut self, note: impl Into<String>) -> Limit {
@@ -267,9 +275,11 @@ impl Limit {
         self
     }
 
-    /// True when the value could not be read.
+    /// True when the value could not be read (not a limit that is absent,
+    /// such as a cgroup without a memory limit: its note says so instead of
+    /// starting with `unknown:`).
     pub fn is_unknown(&self) -> bool {
-        self.value.is_none()
+        self.value.is_none() && self.note.as_deref().is_none_or(|n| n.starts_with("unknown:"))
     }
 }
 
@@ -335,8 +345,9 @@ pub fn predict_report(p: &Probe) -> Report {
 
 fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
     let mut notes = Vec::new();
-    for l in limits.iter().filter(|l| l.is_unknown()) {
-        notes.push(format!("{} unknown, skipped", l.name));
+    let unknown: Vec<&str> = limits.iter().filter(|l| l.is_unknown()).map(|l| l.name.as_str()).collect();
+    if !unknown.is_empty() {
+        notes.push(format!("unknown, skipped: {}", unknown.join(", ")));
     }
     match &p.cap_eff {
         Ok(caps) => {

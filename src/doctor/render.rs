@@ -44,7 +44,14 @@ fn cells(l: &Limit) -> [String; 6] {
         let v = l.allows.get(role).map_or_else(|| "-".to_string(), group);
         if l.binds.contains(&role) { format!("*{v}") } else { v }
     };
-    [format!("{}{mark}", l.name), value, allow(Role::Server), allow(Role::Client), allow(Role::Loopback), l.fix.clone()]
+    [
+        format!("{}{mark}", l.name),
+        value,
+        allow(Role::Server),
+        allow(Role::Client),
+        allow(Role::Loopback),
+        l.fix.clone().unwrap_or_else(|| "-".into()),
+    ]
 }
 
 /// A value as the table shows it: grouped digits, sizes in binary units.
