@@ -88,6 +88,10 @@ pub struct Args {
     /// Write the report as JSON to FILE (`-` for stdout, then no table).
     #[arg(long, value_name = "FILE|-")]
     pub json: Option<PathBuf>,
+    /// Show every limit: the full table, each row's note and fix, and the
+    /// notes (by default only the ceiling, the binding limits and their fixes).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// A role a machine plays in a connection.
@@ -390,7 +394,7 @@ pub fn check_root(root: &std::path::Path) -> crate::error::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     check_root(&args.root)?;
     let report = diagnose(&ProcFs::new(&args.root));
-    crate::output::emit(args.json.as_deref(), &report, &render::render(&report))?;
+    crate::output::emit(args.json.as_deref(), &report, &render::render(&report, args.all))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -395,7 +395,7 @@ fn merged_caches_come_from_sys_kernel_slab() {
     let cache = |name| r.kernel_bytes_caches.iter().find(|c| c.name == name).unwrap();
     assert_eq!((cache("filp").bytes, cache("filp").source), (200, "sys/kernel/slab"));
     assert_eq!((cache("dentry").bytes, cache("dentry").source), (192, "default"));
-    let text = render::render(&r);
+    let text = render::render(&r, true);
     assert!(text.contains("filp 200 (sys/kernel/slab) + dentry 192 (default)"), "{text}");
 }
 
@@ -410,7 +410,7 @@ fn empty_root_is_unknown_not_a_panic() {
     assert!(memory.note.as_deref().unwrap().starts_with("unknown: "));
     assert!(r.notes.iter().any(|n| n.starts_with("unknown, skipped: ") && n.contains("memory")), "{:?}", r.notes);
     assert!(r.notes.iter().any(|n| n.starts_with("capabilities unknown")));
-    assert!(render::render(&r).contains("(no known limit)"));
+    assert!(render::render(&r, true).contains("(no known limit)"));
 }
 
 #[test]
@@ -477,8 +477,8 @@ fn values_are_numbers_with_units() {
     assert_eq!(nofile["unit"], "descriptors");
 
     // The table keeps the human forms.
-    let text = render::render(&r);
-    assert!(text.contains("1,024 soft / 4,096 hard"), "{text}");
+    let text = render::render(&r, true);
+    assert!(text.contains("1,024 / 4,096"), "{text}");
     assert!(text.contains("16.0 GiB total"), "{text}");
     assert!(text.contains("10000 10999"), "{text}");
     assert!(text.contains("100 200 300"), "{text}");
@@ -493,7 +493,7 @@ fn unlimited_is_null_and_odd_sysctls_are_unknown() {
     assert_eq!(row(&r, "RLIMIT_NOFILE").value, Some(Value::SoftHard { soft: Some(1024), hard: None }));
     let json = serde_json::to_value(row(&r, "RLIMIT_NPROC")).unwrap();
     assert_eq!(json["value"], serde_json::json!({ "soft": null, "hard": null }));
-    assert!(render::render(&r).contains("unlimited soft / unlimited hard"));
+    assert!(render::render(&r, true).contains("unlimited / unlimited"));
     let mem = row(&r, "net.ipv4.tcp_mem");
     assert!(mem.is_unknown());
     assert!(mem.note.as_deref().unwrap().contains("expected three integers"), "{:?}", mem.note);
@@ -501,7 +501,7 @@ fn unlimited_is_null_and_odd_sysctls_are_unknown() {
 
 #[test]
 fn table_marks_binding_rows() {
-    let text = render::render(&Fixture::standard().report());
+    let text = render::render(&Fixture::standard().report(), true);
     let line = text.lines().find(|l| l.starts_with("fs.file-max")).unwrap();
     assert!(line.starts_with("fs.file-max *"), "{line}");
     assert!(line.contains("*999,000"), "{line}");
@@ -554,4 +554,44 @@ fn a_cgroup_limit_binds_before_the_machine() {
     assert_eq!(c.fix, None);
     assert!(!c.is_unknown());
     assert!(!r.notes.iter().any(|n| n.contains("cgroup memory")), "{:?}", r.notes);
+}
+
+/// Lines of `text` wider than [`render::WIDTH`].
+fn too_wide(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.chars().count() > render::WIDTH).collect()
+}
+
+/// #18: the default report is short and leads with the ceiling, the
+/// binding limits and their fixes; `--all` has every row; no line passes
+/// 100 columns in either.
+#[test]
+fn short_by_default_every_row_with_all_and_100_columns() {
+    let f = Fixture::standard();
+    let mut reports = vec![f.report()];
+    // A long note (conntrack's evidence) and an unknown row.
+    f.sysctl("net.netfilter.nf_conntrack_max", "262144");
+    f.sysctl("net.netfilter.nf_conntrack_count", "5");
+    f.remove("proc/meminfo");
+    reports.push(f.report());
+    reports.push(Fixture::empty().report());
+    for r in &reports {
+        let short = render::render(r, false);
+        assert!(short.starts_with("Ceiling"), "{short}");
+        assert!(short.lines().count() <= 18, "{} lines:\n{short}", short.lines().count());
+        assert!(too_wide(&short).is_empty(), "{:?}", too_wide(&short));
+        assert!(short.contains("tcpmax doctor --all"), "{short}");
+        let all = render::render(r, true);
+        assert!(too_wide(&all).is_empty(), "{:?}", too_wide(&all));
+        for l in &r.limits {
+            assert!(all.lines().any(|line| line.starts_with(&l.name)), "{} missing:\n{all}", l.name);
+        }
+    }
+    let short = render::render(&reports[0], false);
+    // The binding rows, their fixes and the next limit in line.
+    assert!(short.contains("fs.file-max binds server and loopback: "), "{short}");
+    assert!(short.contains("fix: sysctl -w fs.file-max="), "{short}");
+    assert!(short.contains("net.ipv4.ip_local_port_range binds client"), "{short}");
+    assert!(short.contains("next in line: "), "{short}");
+    // Rows that bind nothing stay in --all.
+    assert!(!short.contains("tcp_syncookies"), "{short}");
 }
