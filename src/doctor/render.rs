@@ -203,8 +203,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];
     for word in text.split(' ') {
         let mut word = word.to_string();
-        loop {
-            let Some(cur) = lines.last_mut() else { break };
+        while let Some(cur) = lines.last_mut() {
             let (used, len) = (cur.chars().count(), word.chars().count());
             if used == 0 && len > width {
                 let head: String = word.chars().take(width).collect();
