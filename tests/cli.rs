@@ -66,6 +66,10 @@ const CASES: &[(&str, &str)] = &[
     ("doctor --json /nonexistent/dir/x.json", "--json /nonexistent/dir/x.json: cannot write there"),
     ("calc --json /nonexistent/dir/x.json", "--json /nonexistent/dir/x.json: cannot write there"),
     ("prove --json /nonexistent/dir/x.json", "--json /nonexistent/dir/x.json: cannot write there"),
+    // A doctor root with nothing to read (#18: it printed a table of unknowns).
+    ("doctor --root /nonexistent", "--root /nonexistent: no such directory; fix: leave --root out"),
+    ("doctor --root /etc/hostname", "--root /etc/hostname: is not a directory"),
+    ("doctor --root /var/empty-tcpmax-none --json -", "--root /var/empty-tcpmax-none: no such directory"),
 ];
 
 /// Runs the binary to the end, or kills it after [`LIMIT`]: an error then.

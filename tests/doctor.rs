@@ -116,9 +116,18 @@ fn fixture_tree_gives_exact_numbers() {
     assert_eq!(memory["allows"]["loopback"], 1_585_047);
 }
 
+/// #18: a root with nothing to read is bad input (one line, exit 2), not a
+/// table of unknowns; a root with only part of the tree still reports.
 #[test]
-fn empty_root_reports_unknown() {
+fn empty_root_is_refused_and_a_partial_root_reports_unknown() {
     let dir = TempDir::new("doctor-empty");
+    let out = tcpmax(&["doctor", "--root", dir.root()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("has no proc/ and no sys/"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    dir.write("proc/version", "Linux\n");
     let report = json_report(&["--root", dir.root()]);
     assert!(report["ceiling"]["server"].is_null());
     assert!(report["limits"].as_array().unwrap().iter().all(|l| l["value"].is_null()));
@@ -128,6 +137,26 @@ fn empty_root_reports_unknown() {
     assert!(text.contains("unknown"), "{text}");
 }
 
+/// #18: on this machine the default report is short and fits 100 columns
+/// (it was 62 lines up to 311 wide); `--all` has the whole table.
+#[test]
+fn short_report_and_the_full_table_with_all() {
+    let out = tcpmax(&["doctor"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().count() <= 18, "{} lines:\n{text}", text.lines().count());
+    assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+    assert!(text.contains("bound by"), "{text}");
+    let out = tcpmax(&["doctor", "--all"]);
+    assert!(out.status.success());
+    let all = String::from_utf8(out.stdout).unwrap();
+    assert!(all.starts_with("limit "), "{all}");
+    assert!(all.lines().all(|l| l.chars().count() <= 100), "{all}");
+    for name in ["RLIMIT_NOFILE", "fs.file-max", "net.ipv4.tcp_syncookies", "kernel.threads-max"] {
+        assert!(all.lines().any(|l| l.starts_with(name)), "{name} missing:\n{all}");
+    }
+}
+
 #[test]
 fn table_and_json_file_together() {
     let dir = TempDir::new("doctor-json-file");
@@ -135,8 +164,7 @@ fn table_and_json_file_together() {
     let out = tcpmax(&["doctor", "--json", dest.to_str().unwrap()]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("limit "), "{text}");
-    assert!(text.contains("\nCeiling"), "{text}");
+    assert!(text.starts_with("Ceiling"), "{text}");
     assert!(text.contains("bound by"), "{text}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(dest).unwrap()).unwrap();
     validate(&report);

@@ -75,7 +75,8 @@ pub fn check_target(count: u64, doctor: &Doctor) -> crate::Result<()> {
         return Ok(());
     }
     let binding = doctor.binding.loopback.clone().unwrap_or_else(|| "unknown".into());
-    let fix = doctor.limits.iter().find(|l| l.name == binding).map(|l| l.fix.clone()).unwrap_or_default();
+    let fix = doctor.limits.iter().find(|l| l.name == binding).and_then(|l| l.fix.clone());
+    let fix = fix.map(|f| format!("{f}; ")).unwrap_or_default();
     Err(Error::Refused {
         reason: format!(
             "-c {} needs {} sockets on loopback; the doctor predicts at most {} connections here, bound by {binding}",
@@ -83,7 +84,7 @@ pub fn check_target(count: u64, doctor: &Doctor) -> crate::Result<()> {
             group(count.saturating_mul(2)),
             group(ceiling)
         ),
-        fix: format!("{fix}; or a smaller -c; or --force to try anyway (`tcpmax doctor` explains)"),
+        fix: format!("{fix}or a smaller -c; or --force to try anyway (`tcpmax doctor` explains)"),
     })
 }
 
@@ -234,7 +235,7 @@ fn assemble(
             kind: "guard",
             name: "memory".into(),
             explanation: why.clone(),
-            fix: memory.map(|r| r.fix.clone()).unwrap_or_default(),
+            fix: memory.and_then(|r| r.fix.clone()).unwrap_or_default(),
         })
     } else if l.failed > 0 || held < args.count {
         // The row's words: for a connect timeout, the limit the drop

@@ -88,6 +88,10 @@ pub struct Args {
     /// Write the report as JSON to FILE (`-` for stdout, then no table).
     #[arg(long, value_name = "FILE|-")]
     pub json: Option<PathBuf>,
+    /// Show every limit: the full table, each row's note and fix, and the
+    /// notes (by default only the ceiling, the binding limits and their fixes).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// A role a machine plays in a connection.
@@ -250,16 +254,24 @@ pub struct Limit {
     pub allows: Roles<Option<u64>>,
     /// The roles whose ceiling this limit sets.
     pub binds: Vec<Role>,
-    /// The change that raises it.
-    pub fix: String,
+    /// The change that raises it; null when no change would: the value
+    /// already reaches what a fix would set (a fix never repeats the value
+    /// or lowers it), or the limit does not cap idle connections.
+    pub fix: Option<String>,
     /// What the value means here, or why it is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
 impl Limit {
-    fn new(name: &str, value: Option<Value>, unit: Option<Unit>, allows: Roles<Option<u64>>, fix: &str) -> Limit {
-        Limit { name: name.into(), value, unit, allows, binds: Vec::new(), fix: fix.into(), note: None }
+    fn new(
+        name: &str,
+        value: Option<Value>,
+        unit: Option<Unit>,
+        allows: Roles<Option<u64>>,
+        fix: Option<String>,
+    ) -> Limit {
+        Limit { name: name.into(), value, unit, allows, binds: Vec::new(), fix, note: None }
     }
 
     fn with_note(mut self, note: impl Into<String>) -> Limit {
@@ -267,9 +279,11 @@ impl Limit {
         self
     }
 
-    /// True when the value could not be read.
+    /// True when the value could not be read (not a limit that is absent,
+    /// such as a cgroup without a memory limit: its note says so instead of
+    /// starting with `unknown:`).
     pub fn is_unknown(&self) -> bool {
-        self.value.is_none()
+        self.value.is_none() && self.note.as_deref().is_none_or(|n| n.starts_with("unknown:"))
     }
 }
 
@@ -335,8 +349,9 @@ pub fn predict_report(p: &Probe) -> Report {
 
 fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
     let mut notes = Vec::new();
-    for l in limits.iter().filter(|l| l.is_unknown()) {
-        notes.push(format!("{} unknown, skipped", l.name));
+    let unknown: Vec<&str> = limits.iter().filter(|l| l.is_unknown()).map(|l| l.name.as_str()).collect();
+    if !unknown.is_empty() {
+        notes.push(format!("unknown, skipped: {}", unknown.join(", ")));
     }
     match &p.cap_eff {
         Ok(caps) => {
@@ -358,10 +373,28 @@ fn notes(p: &Probe, limits: &[Limit]) -> Vec<String> {
     notes
 }
 
+/// Refuses a root with nothing to read: missing, not a directory, or
+/// without `proc/` and `sys/` (every row would be unknown).
+pub fn check_root(root: &std::path::Path) -> crate::error::Result<()> {
+    let shown = root.display();
+    let fix = "fix: leave --root out (the live machine) or give a tree with proc/ and sys/ as on a live machine";
+    let why = match std::fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory".to_string(),
+        Err(e) => format!("cannot be read ({e})"),
+        Ok(m) if !m.is_dir() => "is not a directory".to_string(),
+        Ok(_) if !root.join("proc").is_dir() && !root.join("sys").is_dir() => {
+            "has no proc/ and no sys/: nothing to read".to_string()
+        }
+        Ok(_) => return Ok(()),
+    };
+    Err(crate::error::Error::Input(format!("--root {shown}: {why}; {fix}")))
+}
+
 /// Runs `tcpmax doctor`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    check_root(&args.root)?;
     let report = diagnose(&ProcFs::new(&args.root));
-    crate::output::emit(args.json.as_deref(), &report, &render::render(&report))?;
+    crate::output::emit(args.json.as_deref(), &report, &render::render(&report, args.all))?;
     Ok(ExitCode::SUCCESS)
 }
 

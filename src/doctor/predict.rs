@@ -24,7 +24,7 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
             "net.ipv4.ip_unprivileged_port_start",
             &p.unprivileged_port_start,
             Some(Unit::Port),
-            "sysctl -w net.ipv4.ip_unprivileged_port_start=1024",
+            None,
             "listening below this port needs CAP_NET_BIND_SERVICE; does not limit the count",
         ),
         conntrack(p),
@@ -32,55 +32,55 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
         buffer(
             "net.ipv4.tcp_rmem",
             &p.tcp_rmem,
-            "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456\"",
+            [4096, 131_072, 6_291_456],
             "receive buffer min/default/max bytes; an idle socket holds no buffer",
         ),
         buffer(
             "net.ipv4.tcp_wmem",
             &p.tcp_wmem,
-            "sysctl -w net.ipv4.tcp_wmem=\"4096 16384 4194304\"",
+            [4096, 16_384, 4_194_304],
             "send buffer min/default/max bytes; an idle socket holds no buffer",
         ),
         info_u64(
             "net.core.somaxconn",
             &p.somaxconn,
             Some(Unit::Connections),
-            "sysctl -w net.core.somaxconn=65535",
+            raise("net.core.somaxconn", &p.somaxconn, 65_535),
             "caps the accept queue: limits the connection rate, not the count",
         ),
         info_u64(
             "net.ipv4.tcp_max_syn_backlog",
             &p.syn_backlog,
             Some(Unit::Connections),
-            "sysctl -w net.ipv4.tcp_max_syn_backlog=65535",
+            raise("net.ipv4.tcp_max_syn_backlog", &p.syn_backlog, 65_535),
             "half-open connections waiting: limits the connection rate, not the count",
         ),
         info_u64(
             "net.ipv4.tcp_syncookies",
             &p.syncookies,
             None,
-            "sysctl -w net.ipv4.tcp_syncookies=1",
+            switch_on("net.ipv4.tcp_syncookies", &p.syncookies),
             "1 = cookies when the SYN queue overflows, so bursts are not dropped",
         ),
         info_u64(
             "net.ipv4.tcp_max_tw_buckets",
             &p.tw_buckets,
             Some(Unit::Sockets),
-            "sysctl -w net.ipv4.tcp_max_tw_buckets=262144",
+            raise("net.ipv4.tcp_max_tw_buckets", &p.tw_buckets, 262_144),
             "sockets in TIME_WAIT beyond this are destroyed at once; matters for churn, not held connections",
         ),
         info_u64(
             "net.ipv4.tcp_tw_reuse",
             &p.tw_reuse,
             None,
-            "sysctl -w net.ipv4.tcp_tw_reuse=1",
+            switch_on("net.ipv4.tcp_tw_reuse", &p.tw_reuse),
             "1 lets outgoing connections reuse TIME_WAIT ports (2 = loopback only)",
         ),
         info_u64(
             "net.ipv4.tcp_fin_timeout",
             &p.fin_timeout,
             Some(Unit::Seconds),
-            "sysctl -w net.ipv4.tcp_fin_timeout=30",
+            None,
             "seconds in FIN_WAIT_2; matters for churn, not held connections",
         ),
         nproc(p),
@@ -88,14 +88,14 @@ pub fn rows(p: &Probe) -> Vec<Limit> {
             "kernel.pid_max",
             &p.pid_max,
             Some(Unit::Pids),
-            "sysctl -w kernel.pid_max=4194304",
+            raise("kernel.pid_max", &p.pid_max, 4_194_304),
             "every thread takes a pid: bounds the shards (fd tables)",
         ),
         info_u64(
             "kernel.threads-max",
             &p.threads_max,
             Some(Unit::Threads),
-            "sysctl -w kernel.threads-max=N",
+            raise("kernel.threads-max", &p.threads_max, 4_194_304),
             "bounds the shards (one thread per fd table)",
         ),
     ]
@@ -125,7 +125,7 @@ pub fn max_shards(p: &Probe) -> u64 {
     [nproc, p.threads_max.clone().ok(), p.pid_max.clone().ok()].into_iter().flatten().min().unwrap_or(1).max(1)
 }
 
-fn unknown(name: &str, unit: Option<Unit>, why: &str, fix: &str) -> Limit {
+fn unknown(name: &str, unit: Option<Unit>, why: &str, fix: Option<String>) -> Limit {
     Limit::new(name, None, unit, Roles::default(), fix).with_note(format!("unknown: {why}"))
 }
 
@@ -140,10 +140,10 @@ fn fmt_limit(v: Option<u64>) -> String {
 fn nofile(p: &Probe) -> Limit {
     const NAME: &str = "RLIMIT_NOFILE";
     const UNIT: Option<Unit> = Some(Unit::Descriptors);
-    let fix = "ulimit -n N; LimitNOFILE=N in a systemd unit; `* soft nofile N` in limits.conf";
+    let generic = "ulimit -n N; LimitNOFILE=N in a systemd unit; `* soft nofile N` in limits.conf";
     let r = match &p.nofile {
         Ok(r) => *r,
-        Err(why) => return unknown(NAME, UNIT, why, fix),
+        Err(why) => return unknown(NAME, UNIT, why, Some(generic.into())),
     };
     let RLimit { soft, hard } = r;
     let nr_open = p.nr_open.clone().ok();
@@ -152,25 +152,31 @@ fn nofile(p: &Probe) -> Limit {
     let shards = max_shards(p);
     let total = per_shard.saturating_mul(shards);
     let mut note = format!(
-        "per fd table, not per machine: tcpmax raises soft to hard and shards over {} fd tables (threads) of {} usable descriptors ({} headroom)",
-        group(shards),
+        "{} soft / {} hard; {} = {} descriptors per fd table ({} kept free) × {} shards: tcpmax spreads sockets over many fd tables (one per thread), so the per-process limit caps one shard, not the machine",
+        fmt_limit(soft),
+        fmt_limit(hard),
+        group(total),
         group(per_shard),
-        FD_HEADROOM
+        FD_HEADROOM,
+        group(shards)
     );
     let can_raise = p.has_cap(CAP_SYS_RESOURCE);
-    let mut fix = fix.to_string();
-    if let (Some(h), Some(n)) = (hard, nr_open) {
-        if h < n && !can_raise {
-            fix = format!(
-                "LimitNOFILE={n} in a systemd unit; `* hard nofile {n}` in limits.conf; `ulimit -n {n}` needs CAP_SYS_RESOURCE to raise the hard limit (not held here); tcpmax works around it by sharding"
-            );
-            note.push_str(&format!(
-                "; {} per process and the hard limit cannot be raised here (no CAP_SYS_RESOURCE)",
-                fmt_limit(hard)
-            ));
+    // Only raising the hard limit toward fs.nr_open changes anything:
+    // tcpmax raises the soft limit to the hard one itself.
+    let fix = match (hard, nr_open) {
+        (Some(h), Some(n)) if h < n && !can_raise => {
+            note.push_str("; the hard limit cannot be raised here (no CAP_SYS_RESOURCE)");
+            Some(format!(
+                "LimitNOFILE={n} in a systemd unit; `* hard nofile {n}` in limits.conf; `ulimit -n {n}` needs CAP_SYS_RESOURCE to raise the hard limit (not held here)"
+            ))
         }
-    }
-    Limit::new(NAME, Some(Value::SoftHard { soft, hard }), UNIT, same(total), &fix).with_note(note)
+        (Some(h), Some(n)) if h < n => {
+            Some(format!("ulimit -n {n}; LimitNOFILE={n} in a systemd unit; `* hard nofile {n}` in limits.conf"))
+        }
+        (Some(_), None) => Some(generic.into()),
+        _ => None,
+    };
+    Limit::new(NAME, Some(Value::SoftHard { soft, hard }), UNIT, same(total), fix).with_note(note)
 }
 
 fn nr_open(p: &Probe) -> Limit {
@@ -178,7 +184,7 @@ fn nr_open(p: &Probe) -> Limit {
         "fs.nr_open",
         &p.nr_open,
         Some(Unit::Descriptors),
-        "sysctl -w fs.nr_open=N",
+        None,
         "the highest RLIMIT_NOFILE hard limit the kernel accepts",
     )
 }
@@ -187,7 +193,7 @@ fn file_max(p: &Probe) -> Limit {
     const NAME: &str = "fs.file-max";
     const UNIT: Option<Unit> = Some(Unit::Files);
     let used = p.file_nr.clone().unwrap_or(0);
-    let fix = &sysctl_fix(NAME, memory_sockets(p).map(|s| s.saturating_add(used)));
+    let fix = sysctl_raise(NAME, p.file_max.clone().ok(), memory_sockets(p).map(|s| s.saturating_add(used)));
     let max = match &p.file_max {
         Ok(v) => *v,
         Err(why) => return unknown(NAME, UNIT, why, fix),
@@ -217,19 +223,38 @@ pub fn memory_sockets(p: &Probe) -> Option<u64> {
     Some(usable / p.socket_cost.bytes.max(1))
 }
 
-/// `sysctl -w NAME=N` with N = `target` when known.
-fn sysctl_fix(name: &str, target: Option<u64>) -> String {
-    let n = target.map_or_else(|| "N".to_string(), |t| t.to_string());
-    format!("sysctl -w {name}={n}")
+/// `sysctl -w NAME=TARGET` when it raises `current` (`N` when the target
+/// is unknown); `None` when the value already reaches it: a fix that
+/// changes nothing or lowers the value is no fix.
+fn sysctl_raise(name: &str, current: Option<u64>, target: Option<u64>) -> Option<String> {
+    match (current, target) {
+        (Some(c), Some(t)) if c >= t => None,
+        (_, Some(t)) => Some(format!("sysctl -w {name}={t}")),
+        (_, None) => Some(format!("sysctl -w {name}=N")),
+    }
+}
+
+/// [`sysctl_raise`] of a reading.
+fn raise(name: &str, current: &Reading<u64>, target: u64) -> Option<String> {
+    sysctl_raise(name, current.clone().ok(), Some(target))
+}
+
+/// `sysctl -w NAME=1` for a switch that is off (0); `None` when it is on
+/// (1, or another mode that is on, such as 2).
+fn switch_on(name: &str, current: &Reading<u64>) -> Option<String> {
+    match current {
+        Ok(v) if *v != 0 => None,
+        _ => Some(format!("sysctl -w {name}=1")),
+    }
 }
 
 fn epoll(p: &Probe) -> Limit {
     const NAME: &str = "fs.epoll.max_user_watches";
     const UNIT: Option<Unit> = Some(Unit::Watches);
-    let fix = &sysctl_fix(NAME, memory_sockets(p));
+    let fix = sysctl_raise(NAME, p.epoll_watches.clone().ok(), memory_sockets(p));
     match &p.epoll_watches {
         Ok(v) => Limit::new(NAME, Some(Value::Number(*v)), UNIT, same(*v), fix)
-            .with_note("per user: one watch per socket registered in epoll, over all processes; the fix sets it to the sockets memory allows"),
+            .with_note("per user: one watch per socket registered in epoll, over all processes; the fix raises it to the sockets memory allows"),
         Err(why) => unknown(NAME, UNIT, why, fix),
     }
 }
@@ -246,7 +271,7 @@ fn memory(p: &Probe) -> Limit {
         "add memory or run more machines behind a load balancer; see `tcpmax bench` for the measured cost";
     let m = match &p.meminfo {
         Ok(m) => *m,
-        Err(why) => return unknown(NAME, UNIT, why, FIX),
+        Err(why) => return unknown(NAME, UNIT, why, Some(FIX.into())),
     };
     let bytes = p.socket_cost.bytes.max(1);
     let usable = m.really_free().saturating_sub(margin(m.total));
@@ -268,7 +293,7 @@ fn memory(p: &Probe) -> Limit {
         human_bytes(usable),
         group(bytes)
     );
-    Limit::new(NAME, Some(value), UNIT, same(sockets), FIX).with_note(note)
+    Limit::new(NAME, Some(value), UNIT, same(sockets), Some(FIX.into())).with_note(note)
 }
 
 fn cgroup_memory(p: &Probe) -> Limit {
@@ -278,14 +303,14 @@ fn cgroup_memory(p: &Probe) -> Limit {
     let c = match &p.cgroup {
         Ok(Some(c)) => c,
         Ok(None) => {
-            return Limit::new(NAME, None, Some(Unit::Bytes), Roles::default(), FIX)
+            return Limit::new(NAME, None, Some(Unit::Bytes), Roles::default(), None)
                 .with_note("no memory controller for this process: the machine's memory applies");
         }
-        Err(why) => return unknown(NAME, Some(Unit::Bytes), why, FIX),
+        Err(why) => return unknown(NAME, Some(Unit::Bytes), why, None),
     };
     let Some(limit) = c.limit else {
         let note = format!("cgroup {} has no memory limit ({}): the machine's memory applies", c.path, c.limit_file());
-        return Limit::new(NAME, None, Some(Unit::Bytes), Roles::default(), FIX).with_note(note);
+        return Limit::new(NAME, None, Some(Unit::Bytes), Roles::default(), None).with_note(note);
     };
     let bytes = p.socket_cost.bytes.max(1);
     let ws = c.working_set();
@@ -303,7 +328,8 @@ fn cgroup_memory(p: &Probe) -> Limit {
         human_bytes(usable),
         group(bytes)
     );
-    Limit::new(NAME, Some(Value::Number(limit)), Some(Unit::Bytes), same(usable / bytes), FIX).with_note(note)
+    Limit::new(NAME, Some(Value::Number(limit)), Some(Unit::Bytes), same(usable / bytes), Some(FIX.into()))
+        .with_note(note)
 }
 
 /// Ports of `lo..=hi` minus the reserved ports inside it.
@@ -331,10 +357,17 @@ pub fn usable_ports(lo: u64, hi: u64, reserved: &[(u64, u64)]) -> u64 {
 fn ports(p: &Probe) -> Limit {
     const NAME: &str = "net.ipv4.ip_local_port_range";
     const UNIT: Option<Unit> = Some(Unit::Port);
-    const FIX: &str = "sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\"; more source IPs or destination ports";
+    const MORE: &str = "more source IPs or destination ports";
     let (lo, hi) = match &p.port_range {
         Ok(r) => *r,
-        Err(why) => return unknown(NAME, UNIT, why, FIX),
+        Err(why) => return unknown(NAME, UNIT, why, Some(MORE.into())),
+    };
+    // Widen to 1024-65535 only where that widens the range.
+    let fix = if lo > 1024 || hi < 65_535 {
+        let (wlo, whi) = (lo.min(1024), hi.max(65_535));
+        format!("sysctl -w {NAME}=\"{wlo} {whi}\"; {MORE}")
+    } else {
+        MORE.to_string()
     };
     let (reserved, reserved_note) = match &p.reserved_ports {
         Ok(r) => (r.clone(), String::new()),
@@ -349,20 +382,21 @@ fn ports(p: &Probe) -> Limit {
         group(n)
     );
     let allows = Roles { server: None, client: Some(n), loopback: None };
-    Limit::new(NAME, Some(Value::Range { low: lo, high: hi }), UNIT, allows, FIX).with_note(note)
+    Limit::new(NAME, Some(Value::Range { low: lo, high: hi }), UNIT, allows, Some(fix)).with_note(note)
 }
 
 fn conntrack(p: &Probe) -> Limit {
     const NAME: &str = "net.netfilter.nf_conntrack_max";
     const UNIT: Option<Unit> = Some(Unit::Entries);
-    let fix = &format!(
-        "{}; or exempt this traffic from tracking (an nftables `notrack` rule, iptables -t raw -j CT --notrack)",
-        sysctl_fix(NAME, memory_sockets(p))
-    );
+    let fix = sysctl_raise(NAME, p.conntrack_max.clone().ok(), memory_sockets(p)).map(|s| {
+        format!(
+            "{s}; or exempt this traffic from tracking (an nftables `notrack` rule, iptables -t raw -j CT --notrack)"
+        )
+    });
     let max = match (&p.conntrack_max, &p.conntrack_count) {
         (Ok(v), _) => *v,
         (Err(_), Err(_)) => {
-            return Limit::new(NAME, None, UNIT, Roles::default(), fix).with_note(
+            return Limit::new(NAME, None, UNIT, Roles::default(), None).with_note(
                 "the nf_conntrack module is not loaded (no nf_conntrack_max, no nf_conntrack_count): conntrack cannot cap connections",
             );
         }
@@ -440,13 +474,12 @@ fn evidence(p: &Probe, count: u64) -> String {
 
 fn tcp_mem(p: &Probe) -> Limit {
     const NAME: &str = "net.ipv4.tcp_mem";
-    const FIX: &str = "sysctl -w net.ipv4.tcp_mem=\"LOW PRESSURE HIGH\" (pages)";
     match p.tcp_mem.as_ref().map_err(Clone::clone).and_then(|v| three(v)) {
         Ok([low, pressure, high]) => {
-            Limit::new(NAME, Some(Value::Pressure { low, pressure, high }), Some(Unit::Pages), Roles::default(), FIX)
+            Limit::new(NAME, Some(Value::Pressure { low, pressure, high }), Some(Unit::Pages), Roles::default(), None)
                 .with_note("pages of buffer memory in flight over all TCP sockets, not idle sockets")
         }
-        Err(why) => unknown(NAME, Some(Unit::Pages), &why, FIX),
+        Err(why) => unknown(NAME, Some(Unit::Pages), &why, None),
     }
 }
 
@@ -455,32 +488,46 @@ fn nproc(p: &Probe) -> Limit {
     const FIX: &str = "ulimit -u N; or LimitNPROC=N in the systemd unit";
     match &p.nproc {
         Ok(r) => {
+            // Raising it changes the shards only when it is the bound.
+            let others = [p.threads_max.clone().ok(), p.pid_max.clone().ok()].into_iter().flatten().min();
+            let fix = match (r.soft, others) {
+                (Some(s), Some(o)) if s < o => Some(FIX.to_string()),
+                (Some(_), None) => Some(FIX.to_string()),
+                _ => None,
+            };
             let value = Value::SoftHard { soft: r.soft, hard: r.hard };
             let note = format!(
                 "threads per user: with threads-max and pid_max bounds the shards, here {}",
                 group(max_shards(p))
             );
-            Limit::new(NAME, Some(value), Some(Unit::Threads), Roles::default(), FIX).with_note(note)
+            Limit::new(NAME, Some(value), Some(Unit::Threads), Roles::default(), fix).with_note(note)
         }
-        Err(why) => unknown(NAME, Some(Unit::Threads), why, FIX),
+        Err(why) => unknown(NAME, Some(Unit::Threads), why, Some(FIX.into())),
     }
 }
 
-fn info_u64(name: &str, r: &Reading<u64>, unit: Option<Unit>, fix: &str, note: &str) -> Limit {
+fn info_u64(name: &str, r: &Reading<u64>, unit: Option<Unit>, fix: Option<String>, note: &str) -> Limit {
     match r {
         Ok(v) => Limit::new(name, Some(Value::Number(*v)), unit, Roles::default(), fix).with_note(note),
         Err(why) => unknown(name, unit, why, fix),
     }
 }
 
-/// A `tcp_rmem`/`tcp_wmem` row: min, default and max bytes.
-fn buffer(name: &str, r: &Reading<Vec<u64>>, fix: &str, note: &str) -> Limit {
+/// A `tcp_rmem`/`tcp_wmem` row: min, default and max bytes. The fix raises
+/// each value below the kernel's `default` (the sizes it boots with) and
+/// never lowers one; none when no value is below.
+fn buffer(name: &str, r: &Reading<Vec<u64>>, default: [u64; 3], note: &str) -> Limit {
     let unit = Some(Unit::Bytes);
+    let text = |v: [u64; 3]| format!("sysctl -w {name}=\"{} {} {}\"", v[0], v[1], v[2]);
     match r.as_ref().map_err(Clone::clone).and_then(|v| three(v)) {
-        Ok([min, default, max]) => {
-            Limit::new(name, Some(Value::Buffer { min, default, max }), unit, Roles::default(), fix).with_note(note)
+        Ok(now) => {
+            let [min, default_now, max] = now;
+            let target = [min.max(default[0]), default_now.max(default[1]), max.max(default[2])];
+            let fix = (target != now).then(|| text(target));
+            let value = Value::Buffer { min, default: default_now, max };
+            Limit::new(name, Some(value), unit, Roles::default(), fix).with_note(note)
         }
-        Err(why) => unknown(name, unit, &why, fix),
+        Err(why) => unknown(name, unit, &why, Some(text(default))),
     }
 }
 

@@ -142,17 +142,113 @@ fn standard_fixture_arithmetic() {
 #[test]
 fn hard_limit_needs_cap_sys_resource() {
     let r = Fixture::standard().report();
-    let fix = &row(&r, "RLIMIT_NOFILE").fix;
+    let fix = row(&r, "RLIMIT_NOFILE").fix.as_deref().unwrap();
     assert!(fix.contains("LimitNOFILE=1048576"), "{fix}");
     assert!(fix.contains("needs CAP_SYS_RESOURCE"), "{fix}");
-    assert!(fix.contains("sharding"), "{fix}");
 
     let f = Fixture::standard();
     f.write("proc/self/status", "CapEff:\t0000000001000000\n");
     let r = f.report();
-    let fix = &row(&r, "RLIMIT_NOFILE").fix;
+    let fix = row(&r, "RLIMIT_NOFILE").fix.as_deref().unwrap();
     assert!(!fix.contains("needs CAP_SYS_RESOURCE"), "{fix}");
-    assert!(fix.contains("ulimit -n N"), "{fix}");
+    assert!(fix.contains("ulimit -n 1048576"), "{fix}");
+}
+
+/// The `sysctl -w NAME=VALUE` changes a fix names: (name, numbers).
+fn sysctl_changes(fix: &str) -> Vec<(String, Vec<u64>)> {
+    fix.split("sysctl -w ")
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, value) = rest.split_once('=')?;
+            let value = value
+                .strip_prefix('"')
+                .map_or_else(|| value.split([';', ' ']).next().unwrap_or(""), |v| v.split('"').next().unwrap_or(""));
+            let nums = value.split_whitespace().map(|n| n.parse().unwrap()).collect();
+            Some((name.to_string(), nums))
+        })
+        .collect()
+}
+
+/// Every fix of `r` changes its row's value, and raises it: a switch is
+/// only ever turned on, a range only widened, a count or size only raised.
+fn assert_fixes_change_something(r: &Report) {
+    for l in &r.limits {
+        let Some(fix) = &l.fix else { continue };
+        for (name, to) in sysctl_changes(fix) {
+            if name != l.name {
+                continue;
+            }
+            match &l.value {
+                Some(Value::Number(now)) => assert!(to[0] > *now, "{name}: fix {fix} does not raise {now}"),
+                Some(Value::Buffer { min, default, max }) => {
+                    let now = [*min, *default, *max];
+                    assert_ne!(to, now, "{name}: fix {fix} repeats the value");
+                    assert!(to.iter().zip(now).all(|(t, n)| *t >= n), "{name}: fix {fix} lowers {now:?}");
+                }
+                Some(Value::Range { low, high }) => {
+                    assert!(to[0] <= *low && to[1] >= *high, "{name}: fix {fix} narrows {low}-{high}");
+                    assert_ne!((to[0], to[1]), (*low, *high), "{name}: fix {fix} repeats the value");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// #18: a fix equal to the value now (tcp_syncookies=1 at 1,
+/// ip_unprivileged_port_start=1024 at 1024, the tcp_wmem in place) or lower
+/// than it (tcp_rmem's max 33554432 to 6291456, epoll watches down to what
+/// memory allows) is never given.
+#[test]
+fn no_fix_repeats_or_lowers_the_value() {
+    let f = Fixture::standard();
+    let r = f.report();
+    assert_fixes_change_something(&r);
+    for name in [
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+        "net.ipv4.tcp_tw_reuse",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_mem",
+        "kernel.pid_max",
+    ] {
+        assert_eq!(row(&r, name).fix, None, "{name}");
+    }
+    f.sysctl("net.ipv4.tcp_rmem", "4096 131072 33554432");
+    f.sysctl("fs.epoll.max_user_watches", "100000000");
+    f.sysctl("fs.file-max", "9223372036854775807");
+    f.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+    let r = f.report();
+    assert_fixes_change_something(&r);
+    for name in ["net.ipv4.tcp_rmem", "fs.epoll.max_user_watches", "fs.file-max"] {
+        assert_eq!(row(&r, name).fix, None, "{name}");
+    }
+    assert_eq!(row(&r, "net.ipv4.ip_local_port_range").fix.as_deref(), Some("more source IPs or destination ports"));
+    // Below the kernel's defaults, the fixes raise: each field to at
+    // least its default, the switch on.
+    f.sysctl("net.ipv4.tcp_wmem", "4096 8192 8388608");
+    f.sysctl("net.ipv4.tcp_syncookies", "0");
+    f.sysctl("net.core.somaxconn", "128");
+    f.sysctl("fs.epoll.max_user_watches", "1000");
+    let r = f.report();
+    assert_fixes_change_something(&r);
+    assert_eq!(row(&r, "net.ipv4.tcp_wmem").fix.as_deref(), Some("sysctl -w net.ipv4.tcp_wmem=\"4096 16384 8388608\""));
+    assert_eq!(row(&r, "net.ipv4.tcp_syncookies").fix.as_deref(), Some("sysctl -w net.ipv4.tcp_syncookies=1"));
+    assert_eq!(row(&r, "net.core.somaxconn").fix.as_deref(), Some("sysctl -w net.core.somaxconn=65535"));
+    assert!(row(&r, "fs.epoll.max_user_watches").fix.is_some());
+}
+
+/// #18: RLIMIT_NOFILE's figure is the product of the sharding, and says
+/// so: per fd table times the shards.
+#[test]
+fn nofile_says_the_sharding_beside_its_figure() {
+    let r = Fixture::standard().report();
+    let note = row(&r, "RLIMIT_NOFILE").note.clone().unwrap();
+    // (4096 - 64) x 2000 shards (RLIMIT_NPROC).
+    assert!(note.contains("8,064,000 = 4,032 descriptors per fd table (64 kept free) × 2,000 shards"), "{note}");
+    assert!(note.contains("caps one shard, not the machine"), "{note}");
 }
 
 #[test]
@@ -299,7 +395,7 @@ fn merged_caches_come_from_sys_kernel_slab() {
     let cache = |name| r.kernel_bytes_caches.iter().find(|c| c.name == name).unwrap();
     assert_eq!((cache("filp").bytes, cache("filp").source), (200, "sys/kernel/slab"));
     assert_eq!((cache("dentry").bytes, cache("dentry").source), (192, "default"));
-    let text = render::render(&r);
+    let text = render::render(&r, true);
     assert!(text.contains("filp 200 (sys/kernel/slab) + dentry 192 (default)"), "{text}");
 }
 
@@ -312,9 +408,9 @@ fn empty_root_is_unknown_not_a_panic() {
     let memory = row(&r, "memory");
     assert!(memory.is_unknown());
     assert!(memory.note.as_deref().unwrap().starts_with("unknown: "));
-    assert!(r.notes.iter().any(|n| n == "memory unknown, skipped"));
+    assert!(r.notes.iter().any(|n| n.starts_with("unknown, skipped: ") && n.contains("memory")), "{:?}", r.notes);
     assert!(r.notes.iter().any(|n| n.starts_with("capabilities unknown")));
-    assert!(render::render(&r).contains("(no known limit)"));
+    assert!(render::render(&r, true).contains("(no known limit)"));
 }
 
 #[test]
@@ -381,8 +477,8 @@ fn values_are_numbers_with_units() {
     assert_eq!(nofile["unit"], "descriptors");
 
     // The table keeps the human forms.
-    let text = render::render(&r);
-    assert!(text.contains("1,024 soft / 4,096 hard"), "{text}");
+    let text = render::render(&r, true);
+    assert!(text.contains("1,024 / 4,096"), "{text}");
     assert!(text.contains("16.0 GiB total"), "{text}");
     assert!(text.contains("10000 10999"), "{text}");
     assert!(text.contains("100 200 300"), "{text}");
@@ -397,7 +493,7 @@ fn unlimited_is_null_and_odd_sysctls_are_unknown() {
     assert_eq!(row(&r, "RLIMIT_NOFILE").value, Some(Value::SoftHard { soft: Some(1024), hard: None }));
     let json = serde_json::to_value(row(&r, "RLIMIT_NPROC")).unwrap();
     assert_eq!(json["value"], serde_json::json!({ "soft": null, "hard": null }));
-    assert!(render::render(&r).contains("unlimited soft / unlimited hard"));
+    assert!(render::render(&r, true).contains("unlimited / unlimited"));
     let mem = row(&r, "net.ipv4.tcp_mem");
     assert!(mem.is_unknown());
     assert!(mem.note.as_deref().unwrap().contains("expected three integers"), "{:?}", mem.note);
@@ -405,7 +501,7 @@ fn unlimited_is_null_and_odd_sysctls_are_unknown() {
 
 #[test]
 fn table_marks_binding_rows() {
-    let text = render::render(&Fixture::standard().report());
+    let text = render::render(&Fixture::standard().report(), true);
     let line = text.lines().find(|l| l.starts_with("fs.file-max")).unwrap();
     assert!(line.starts_with("fs.file-max *"), "{line}");
     assert!(line.contains("*999,000"), "{line}");
@@ -453,4 +549,49 @@ fn a_cgroup_limit_binds_before_the_machine() {
     assert_eq!(c.allows, Roles::default());
     assert_eq!(c.value, None);
     assert!(c.note.as_deref().unwrap().contains("no memory limit"), "{:?}", c.note);
+    // #18: no limit to raise, so no "raise the container's memory limit";
+    // and an absent limit is not an unknown one.
+    assert_eq!(c.fix, None);
+    assert!(!c.is_unknown());
+    assert!(!r.notes.iter().any(|n| n.contains("cgroup memory")), "{:?}", r.notes);
+}
+
+/// Lines of `text` wider than [`render::WIDTH`].
+fn too_wide(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.chars().count() > render::WIDTH).collect()
+}
+
+/// #18: the default report is short and leads with the ceiling, the
+/// binding limits and their fixes; `--all` has every row; no line passes
+/// 100 columns in either.
+#[test]
+fn short_by_default_every_row_with_all_and_100_columns() {
+    let f = Fixture::standard();
+    let mut reports = vec![f.report()];
+    // A long note (conntrack's evidence) and an unknown row.
+    f.sysctl("net.netfilter.nf_conntrack_max", "262144");
+    f.sysctl("net.netfilter.nf_conntrack_count", "5");
+    f.remove("proc/meminfo");
+    reports.push(f.report());
+    reports.push(Fixture::empty().report());
+    for r in &reports {
+        let short = render::render(r, false);
+        assert!(short.starts_with("Ceiling"), "{short}");
+        assert!(short.lines().count() <= 18, "{} lines:\n{short}", short.lines().count());
+        assert!(too_wide(&short).is_empty(), "{:?}", too_wide(&short));
+        assert!(short.contains("tcpmax doctor --all"), "{short}");
+        let all = render::render(r, true);
+        assert!(too_wide(&all).is_empty(), "{:?}", too_wide(&all));
+        for l in &r.limits {
+            assert!(all.lines().any(|line| line.starts_with(&l.name)), "{} missing:\n{all}", l.name);
+        }
+    }
+    let short = render::render(&reports[0], false);
+    // The binding rows, their fixes and the next limit in line.
+    assert!(short.contains("fs.file-max binds server and loopback: "), "{short}");
+    assert!(short.contains("fix: sysctl -w fs.file-max="), "{short}");
+    assert!(short.contains("net.ipv4.ip_local_port_range binds client"), "{short}");
+    assert!(short.contains("next in line: "), "{short}");
+    // Rows that bind nothing stay in --all.
+    assert!(!short.contains("tcp_syncookies"), "{short}");
 }
