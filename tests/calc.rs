@@ -92,3 +92,32 @@ fn bad_input_exits_2() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn the_sysctl_form_of_the_port_range() {
+    // `sysctl net.ipv4.ip_local_port_range` prints `32768\t60999`.
+    for range in ["32768 60999", "32768\t60999", "32768\t60999\n"] {
+        let v = json(&["--port-range", range]);
+        assert_eq!((v["port_range"]["low"].as_u64(), v["port_range"]["high"].as_u64()), (Some(32768), Some(60999)));
+        assert_eq!(v["port_range"]["source"], "--port-range");
+    }
+}
+
+#[test]
+fn reversed_or_empty_port_ranges_exit_2_with_one_line() {
+    for (range, cause) in [
+        ("60999 32768", "port range 60999-32768 is reversed"),
+        ("60999\t32768", "port range 60999-32768 is reversed"),
+        ("60999-32768", "port range 60999-32768 is reversed"),
+        ("", "the port range is empty"),
+        (" \t", "the port range is empty"),
+        ("1 2 3", "is not a port range"),
+    ] {
+        let out = tcpmax(&["calc", "--port-range", range]);
+        assert_eq!(out.status.code(), Some(2), "{range:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{range:?}: {err}");
+        assert!(err.starts_with("tcpmax: error: ") && err.contains(cause), "{range:?}: {err}");
+        assert!(out.stdout.is_empty(), "{range:?}");
+    }
+}

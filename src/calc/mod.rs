@@ -53,7 +53,8 @@ pub struct Args {
     #[arg(long, default_value = "1", value_parser = crate::units::parse_count)]
     pub server_ports: u64,
     /// The client's ephemeral port range (default: this machine's
-    /// net.ipv4.ip_local_port_range, else 32768-60999).
+    /// net.ipv4.ip_local_port_range, else 32768-60999); `LO HI` as sysctl
+    /// prints it works too.
     #[arg(long, value_name = "LO-HI")]
     pub port_range: Option<String>,
     /// Read the default port range under this root.
@@ -84,7 +85,9 @@ impl PortRange {
         };
         let (lo, hi) = (port(lo)?, port(hi)?);
         if lo > hi {
-            return Err(Error::Input(format!("port range {lo}-{hi}: LO must not be above HI (example: 32768-60999)")));
+            return Err(Error::Input(format!(
+                "port range {lo}-{hi} is reversed: LO must not be above HI (example: 32768-60999)"
+            )));
         }
         Ok(PortRange { lo, hi })
     }
@@ -95,10 +98,22 @@ impl PortRange {
     }
 }
 
-/// Parses `LO-HI` (e.g. `32768-60999`).
+/// Parses `LO-HI` (`32768-60999`) or `LO HI` separated by spaces or a tab,
+/// as `sysctl net.ipv4.ip_local_port_range` and its /proc file print it.
 pub fn parse_port_range(s: &str) -> Result<PortRange> {
-    let bad = || Error::Input(format!("`{s}` is not a port range LO-HI (example: 32768-60999)"));
-    let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
+    const FORMS: &str = "LO-HI or `LO HI` as sysctl prints it (examples: 32768-60999, \"32768 60999\")";
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(Error::Input(format!("the port range is empty: give {FORMS}")));
+    }
+    let bad = || Error::Input(format!("`{}` is not a port range: give {FORMS}", s.escape_debug()));
+    let (lo, hi) = match t.split_once('-') {
+        Some(pair) => pair,
+        None => match t.split_whitespace().collect::<Vec<_>>()[..] {
+            [lo, hi] => (lo, hi),
+            _ => return Err(bad()),
+        },
+    };
     let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
     PortRange::new(lo, hi)

@@ -54,6 +54,20 @@ fn bad_input_is_an_input_error() {
         assert!(parse_port_range(s).unwrap_err().is_input(), "{s}");
     }
     assert_eq!(parse_port_range(" 10000 - 10999 ").unwrap().size(), 1000);
+}
+
+#[test]
+fn the_sysctl_form_is_a_port_range() {
+    for s in ["32768 60999", "32768\t60999", "32768\t60999\n", "  32768   60999 "] {
+        assert_eq!(parse_port_range(s).unwrap(), DEFAULT_PORT_RANGE, "{s:?}");
+    }
+    for s in ["60999 32768", "60999\t32768", "", " \t\n", "1 2 3", "32768", "32768 x"] {
+        let err = parse_port_range(s).unwrap_err();
+        assert!(err.is_input(), "{s:?}");
+        assert!(!err.to_string().contains('\n'), "{s:?}: {err}");
+    }
+    assert!(parse_port_range("60999 32768").unwrap_err().to_string().contains("is reversed"));
+    assert!(parse_port_range(" ").unwrap_err().to_string().contains("the port range is empty"));
     for t in [
         topo(0, 1, 1, DEFAULT_PORT_RANGE),
         topo(1, 0, 1, DEFAULT_PORT_RANGE),
