@@ -121,3 +121,19 @@ fn reversed_or_empty_port_ranges_exit_2_with_one_line() {
         assert!(out.stdout.is_empty(), "{range:?}");
     }
 }
+
+#[test]
+fn per_pair_shows_the_kernel_and_what_load_plans() {
+    let v = json(&["--port-range", "32768-60999"]);
+    assert_eq!(v["per_pair"]["connections"], 28232);
+    assert_eq!(v["load_per_pair"]["connections"], 11292);
+    assert_eq!(v["load_pair_budget"]["percent"], 40.0);
+    assert_eq!(v["load_per_pair"]["formula"], "floor(port_range.size × load_pair_budget.percent / 100)");
+    // A one-port range: load plans nothing there, and the JSON still holds.
+    let v = json(&["--port-range", "5000-5000"]);
+    assert_eq!((v["per_pair"]["connections"].as_u64(), v["load_per_pair"]["connections"].as_u64()), (Some(1), Some(0)));
+    let out = tcpmax(&["calc", "--port-range", "32768-60999"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("28,232 ports: what the kernel allows"), "{text}");
+    assert!(text.contains("per pair as `load` plans it        11,292  = 40% of 28,232 ports"), "{text}");
+}

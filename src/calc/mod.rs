@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::load::plan::PairBudget;
 use crate::procfs::ProcFs;
 use crate::units::group;
 
@@ -194,8 +195,14 @@ pub struct Calc {
     pub port_range: RangeInfo,
     /// The topology.
     pub inputs: Topology,
-    /// Per (client IP -> server IP:port).
+    /// Per (client IP -> server IP:port): the ports the kernel can use.
     pub per_pair: Quantity,
+    /// Per pair as `tcpmax load` plans it by default: its per-pair budget
+    /// (a percentage of the range, see [`PairBudget`]), well under half of
+    /// the range because connect slows down sharply past half.
+    pub load_per_pair: Quantity,
+    /// `tcpmax load`'s default per-pair budget (`{"percent": 40.0}`).
+    pub load_pair_budget: PairBudget,
     /// Per client host holding all client IPs.
     pub per_client_host: Quantity,
     /// Per server listening socket, from these clients.
@@ -230,10 +237,17 @@ pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
     let all =
         c.checked_mul(s).and_then(|v| v.checked_mul(p)).and_then(|v| v.checked_mul(range)).ok_or_else(too_large)?;
     let per_socket = c.checked_mul(range).ok_or_else(too_large)?;
+    let budget = PairBudget::default();
+    let load_formula = match budget {
+        PairBudget::Percent(_) => "floor(port_range.size × load_pair_budget.percent / 100)",
+        PairBudget::Count(_) => "min(load_pair_budget.count, port_range.size)",
+    };
     Ok(Calc {
         port_range: RangeInfo { low: r.lo, high: r.hi, size: r.size(), source: source.into() },
         inputs: *t,
         per_pair: Quantity { connections: range, formula: "port_range.high - port_range.low + 1" },
+        load_per_pair: Quantity { connections: u128::from(budget.per_pair(r.size())), formula: load_formula },
+        load_pair_budget: budget,
         per_client_host: Quantity { connections: all, formula: PRODUCT },
         per_server_socket: Quantity { connections: per_socket, formula: "inputs.client_ips × port_range.size" },
         total: Quantity { connections: all, formula: PRODUCT },
@@ -297,7 +311,19 @@ pub fn render(c: &Calc) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Port range {}-{}: {ports} ({})", r.low, r.high, r.source);
     let rows = [
-        ("per (client IP -> server IP:port)", &c.per_pair, format!("{} - {} + 1 = {ports}", r.high, r.low)),
+        (
+            "per (client IP -> server IP:port)",
+            &c.per_pair,
+            format!("{} - {} + 1 = {ports}: what the kernel allows", r.high, r.low),
+        ),
+        (
+            "per pair as `load` plans it",
+            &c.load_per_pair,
+            format!(
+                "{} of {ports}: load's default --pair-budget, as connect slows down sharply past half",
+                c.load_pair_budget
+            ),
+        ),
         ("per client host", &c.per_client_host, format!("{product} = {}", group(c.per_client_host.connections))),
         (
             "per server listening socket",

@@ -14,7 +14,22 @@ fn one_client_one_port() {
     assert_eq!(c.per_server_socket.connections, 28_232);
     assert_eq!(c.total.connections, 28_232);
     assert_eq!(c.per_pair.formula, "port_range.high - port_range.low + 1");
-    assert!(render(&c).contains("= 60999 - 32768 + 1 = 28,232 ports\n"), "{}", render(&c));
+    assert!(render(&c).contains("= 60999 - 32768 + 1 = 28,232 ports: what the kernel allows\n"), "{}", render(&c));
+}
+
+#[test]
+fn per_pair_shows_what_load_plans_beside_the_kernel() {
+    let c = calc(&topo(1, 1, 1, DEFAULT_PORT_RANGE), "test").unwrap();
+    assert_eq!(c.per_pair.connections, 28_232);
+    assert_eq!(c.load_per_pair.connections, u128::from(PairBudget::default().per_pair(28_232)));
+    assert_eq!(c.load_per_pair.connections, 11_292);
+    assert_eq!(c.load_pair_budget, PairBudget::default());
+    let text = render(&c);
+    assert!(text.contains("= 60999 - 32768 + 1 = 28,232 ports: what the kernel allows\n"), "{text}");
+    assert!(text.contains("per pair as `load` plans it        11,292  = 40% of 28,232 ports"), "{text}");
+    // One port: load plans none on it.
+    let c = calc(&topo(1, 1, 1, PortRange::new(5000, 5000).unwrap()), "test").unwrap();
+    assert_eq!((c.per_pair.connections, c.load_per_pair.connections), (1, 0));
 }
 
 #[test]
