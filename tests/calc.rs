@@ -66,7 +66,11 @@ fn text_output_names_the_formulas() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("16 server ports × 28,232 ports = 451,712"), "{text}");
     assert!(text.contains("2^48 = 281,474,976,710,656"), "{text}");
-    assert!(text.contains("65,535 myth"), "{text}");
+    assert!(!text.contains("65,535 myth"), "{text}");
+    assert!(text.contains("Why 65,535 is not the limit: tcpmax calc --explain"), "{text}");
+    assert!(text.contains("IPv6 2^144 (about 2.2e43)\n"), "{text}");
+    let out = tcpmax(&["calc", "--explain", "--port-range", "32768-60999"]);
+    assert!(String::from_utf8(out.stdout).unwrap().contains("The 65,535 myth: a port is 16 bits"));
     assert!(text.contains("IP_BIND_ADDRESS_NO_PORT"), "{text}");
 }
 

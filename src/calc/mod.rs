@@ -35,7 +35,7 @@ pub const DEFAULT_PORT_RANGE: PortRange = PortRange { lo: 32_768, hi: 60_999 };
 pub const THEORETICAL_IPV4: &str = "2^48 = 281,474,976,710,656";
 /// 2^144: connections one IPv6 listening socket can tell apart, as the
 /// human text shows it.
-pub const THEORETICAL_IPV6: &str = "2^144 = 22,300,745,198,530,623,141,535,718,272,648,361,505,980,416";
+pub const THEORETICAL_IPV6: &str = "2^144 (about 2.2e43)";
 /// 2^32 client IPs × 2^16 client ports.
 pub const IPV4_EXPONENT: u32 = 48;
 /// 2^128 client IPs × 2^16 client ports.
@@ -58,6 +58,9 @@ pub struct Args {
     /// prints it works too.
     #[arg(long, value_name = "LO-HI")]
     pub port_range: Option<String>,
+    /// Explain the 65,535 myth after the figures.
+    #[arg(long)]
+    pub explain: bool,
     /// Read the default port range under this root.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -298,7 +301,7 @@ pub fn resolve_range(arg: Option<&str>, fs: &ProcFs) -> Result<(PortRange, Strin
 }
 
 /// The human text of a result: the formulas written out with the numbers.
-pub fn render(c: &Calc) -> String {
+pub fn render(c: &Calc, explain: bool) -> String {
     let r = &c.port_range;
     let t = &c.inputs;
     let ports = format!("{} ports", group(u128::from(r.size)));
@@ -347,7 +350,11 @@ pub fn render(c: &Calc) -> String {
     for note in &c.notes {
         let _ = writeln!(out, "  {note}");
     }
-    let _ = writeln!(out, "\n{MYTH}");
+    if explain {
+        let _ = writeln!(out, "\n{MYTH}");
+    } else {
+        let _ = writeln!(out, "\nWhy 65,535 is not the limit: tcpmax calc --explain");
+    }
     out
 }
 
@@ -362,7 +369,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         port_range,
     };
     let result = calc(&topology, &source)?;
-    crate::output::emit(args.json.as_deref(), &result, &render(&result))?;
+    crate::output::emit(args.json.as_deref(), &result, &render(&result, args.explain))?;
     Ok(ExitCode::SUCCESS)
 }
 
