@@ -66,7 +66,11 @@ fn text_output_names_the_formulas() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("16 server ports × 28,232 ports = 451,712"), "{text}");
     assert!(text.contains("2^48 = 281,474,976,710,656"), "{text}");
-    assert!(text.contains("65,535 myth"), "{text}");
+    assert!(!text.contains("65,535 myth"), "{text}");
+    assert!(text.contains("Why 65,535 is not the limit: tcpmax calc --explain"), "{text}");
+    assert!(text.contains("IPv6 2^144 (about 2.2e43)\n"), "{text}");
+    let out = tcpmax(&["calc", "--explain", "--port-range", "32768-60999"]);
+    assert!(String::from_utf8(out.stdout).unwrap().contains("The 65,535 myth: a port is 16 bits"));
     assert!(text.contains("IP_BIND_ADDRESS_NO_PORT"), "{text}");
 }
 
@@ -91,4 +95,49 @@ fn bad_input_exits_2() {
         assert!(err.contains("error"), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[test]
+fn the_sysctl_form_of_the_port_range() {
+    // `sysctl net.ipv4.ip_local_port_range` prints `32768\t60999`.
+    for range in ["32768 60999", "32768\t60999", "32768\t60999\n"] {
+        let v = json(&["--port-range", range]);
+        assert_eq!((v["port_range"]["low"].as_u64(), v["port_range"]["high"].as_u64()), (Some(32768), Some(60999)));
+        assert_eq!(v["port_range"]["source"], "--port-range");
+    }
+}
+
+#[test]
+fn reversed_or_empty_port_ranges_exit_2_with_one_line() {
+    for (range, cause) in [
+        ("60999 32768", "port range 60999-32768 is reversed"),
+        ("60999\t32768", "port range 60999-32768 is reversed"),
+        ("60999-32768", "port range 60999-32768 is reversed"),
+        ("", "the port range is empty"),
+        (" \t", "the port range is empty"),
+        ("1 2 3", "is not a port range"),
+    ] {
+        let out = tcpmax(&["calc", "--port-range", range]);
+        assert_eq!(out.status.code(), Some(2), "{range:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{range:?}: {err}");
+        assert!(err.starts_with("tcpmax: error: ") && err.contains(cause), "{range:?}: {err}");
+        assert!(out.stdout.is_empty(), "{range:?}");
+    }
+}
+
+#[test]
+fn per_pair_shows_the_kernel_and_what_load_plans() {
+    let v = json(&["--port-range", "32768-60999"]);
+    assert_eq!(v["per_pair"]["connections"], 28232);
+    assert_eq!(v["load_per_pair"]["connections"], 11292);
+    assert_eq!(v["load_pair_budget"]["percent"], 40.0);
+    assert_eq!(v["load_per_pair"]["formula"], "floor(port_range.size × load_pair_budget.percent / 100)");
+    // A one-port range: load plans nothing there, and the JSON still holds.
+    let v = json(&["--port-range", "5000-5000"]);
+    assert_eq!((v["per_pair"]["connections"].as_u64(), v["load_per_pair"]["connections"].as_u64()), (Some(1), Some(0)));
+    let out = tcpmax(&["calc", "--port-range", "32768-60999"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("28,232 ports: what the kernel allows"), "{text}");
+    assert!(text.contains("per pair as `load` plans it        11,292  = 40% of 28,232 ports"), "{text}");
 }

@@ -55,6 +55,10 @@ const CASES: &[(&str, &str)] = &[
     ("load ::1:80", "in brackets"),
     ("serve --listen 300.1.1.1:80", "`300.1.1.1` is not an IPv4 address"),
     ("serve --listen 127.0.0.1:99999", "`99999` is not a port: ports are 0-65535"),
+    // Port ranges: reversed or empty (the sysctl form `LO HI` is in tests/calc.rs).
+    ("calc --port-range 60999-32768", "port range 60999-32768 is reversed: LO must not be above HI"),
+    ("calc --port-range=", "the port range is empty: give LO-HI or `LO HI` as sysctl prints it"),
+    ("calc --port-range 100-", "`100-` is not a port range"),
     // Unknown flags and subcommands, missing arguments.
     ("load --bogus", "unexpected argument '--bogus' found"),
     ("load", "the following required arguments were not provided"),

@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::load::plan::PairBudget;
 use crate::procfs::ProcFs;
 use crate::units::group;
 
@@ -34,7 +35,7 @@ pub const DEFAULT_PORT_RANGE: PortRange = PortRange { lo: 32_768, hi: 60_999 };
 pub const THEORETICAL_IPV4: &str = "2^48 = 281,474,976,710,656";
 /// 2^144: connections one IPv6 listening socket can tell apart, as the
 /// human text shows it.
-pub const THEORETICAL_IPV6: &str = "2^144 = 22,300,745,198,530,623,141,535,718,272,648,361,505,980,416";
+pub const THEORETICAL_IPV6: &str = "2^144 (about 2.2e43)";
 /// 2^32 client IPs × 2^16 client ports.
 pub const IPV4_EXPONENT: u32 = 48;
 /// 2^128 client IPs × 2^16 client ports.
@@ -53,9 +54,13 @@ pub struct Args {
     #[arg(long, default_value = "1", value_parser = crate::units::parse_count)]
     pub server_ports: u64,
     /// The client's ephemeral port range (default: this machine's
-    /// net.ipv4.ip_local_port_range, else 32768-60999).
+    /// net.ipv4.ip_local_port_range, else 32768-60999); `LO HI` as sysctl
+    /// prints it works too.
     #[arg(long, value_name = "LO-HI")]
     pub port_range: Option<String>,
+    /// Explain the 65,535 myth after the figures.
+    #[arg(long)]
+    pub explain: bool,
     /// Read the default port range under this root.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -84,7 +89,9 @@ impl PortRange {
         };
         let (lo, hi) = (port(lo)?, port(hi)?);
         if lo > hi {
-            return Err(Error::Input(format!("port range {lo}-{hi}: LO must not be above HI (example: 32768-60999)")));
+            return Err(Error::Input(format!(
+                "port range {lo}-{hi} is reversed: LO must not be above HI (example: 32768-60999)"
+            )));
         }
         Ok(PortRange { lo, hi })
     }
@@ -95,10 +102,22 @@ impl PortRange {
     }
 }
 
-/// Parses `LO-HI` (e.g. `32768-60999`).
+/// Parses `LO-HI` (`32768-60999`) or `LO HI` separated by spaces or a tab,
+/// as `sysctl net.ipv4.ip_local_port_range` and its /proc file print it.
 pub fn parse_port_range(s: &str) -> Result<PortRange> {
-    let bad = || Error::Input(format!("`{s}` is not a port range LO-HI (example: 32768-60999)"));
-    let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
+    const FORMS: &str = "LO-HI or `LO HI` as sysctl prints it (examples: 32768-60999, \"32768 60999\")";
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(Error::Input(format!("the port range is empty: give {FORMS}")));
+    }
+    let bad = || Error::Input(format!("`{}` is not a port range: give {FORMS}", s.escape_debug()));
+    let (lo, hi) = match t.split_once('-') {
+        Some(pair) => pair,
+        None => match t.split_whitespace().collect::<Vec<_>>()[..] {
+            [lo, hi] => (lo, hi),
+            _ => return Err(bad()),
+        },
+    };
     let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
     PortRange::new(lo, hi)
@@ -179,8 +198,14 @@ pub struct Calc {
     pub port_range: RangeInfo,
     /// The topology.
     pub inputs: Topology,
-    /// Per (client IP -> server IP:port).
+    /// Per (client IP -> server IP:port): the ports the kernel can use.
     pub per_pair: Quantity,
+    /// Per pair as `tcpmax load` plans it by default: its per-pair budget
+    /// (a percentage of the range, see [`PairBudget`]), well under half of
+    /// the range because connect slows down sharply past half.
+    pub load_per_pair: Quantity,
+    /// `tcpmax load`'s default per-pair budget (`{"percent": 40.0}`).
+    pub load_pair_budget: PairBudget,
     /// Per client host holding all client IPs.
     pub per_client_host: Quantity,
     /// Per server listening socket, from these clients.
@@ -215,10 +240,17 @@ pub fn calc(t: &Topology, source: &str) -> Result<Calc> {
     let all =
         c.checked_mul(s).and_then(|v| v.checked_mul(p)).and_then(|v| v.checked_mul(range)).ok_or_else(too_large)?;
     let per_socket = c.checked_mul(range).ok_or_else(too_large)?;
+    let budget = PairBudget::default();
+    let load_formula = match budget {
+        PairBudget::Percent(_) => "floor(port_range.size × load_pair_budget.percent / 100)",
+        PairBudget::Count(_) => "min(load_pair_budget.count, port_range.size)",
+    };
     Ok(Calc {
         port_range: RangeInfo { low: r.lo, high: r.hi, size: r.size(), source: source.into() },
         inputs: *t,
         per_pair: Quantity { connections: range, formula: "port_range.high - port_range.low + 1" },
+        load_per_pair: Quantity { connections: u128::from(budget.per_pair(r.size())), formula: load_formula },
+        load_pair_budget: budget,
         per_client_host: Quantity { connections: all, formula: PRODUCT },
         per_server_socket: Quantity { connections: per_socket, formula: "inputs.client_ips × port_range.size" },
         total: Quantity { connections: all, formula: PRODUCT },
@@ -269,7 +301,7 @@ pub fn resolve_range(arg: Option<&str>, fs: &ProcFs) -> Result<(PortRange, Strin
 }
 
 /// The human text of a result: the formulas written out with the numbers.
-pub fn render(c: &Calc) -> String {
+pub fn render(c: &Calc, explain: bool) -> String {
     let r = &c.port_range;
     let t = &c.inputs;
     let ports = format!("{} ports", group(u128::from(r.size)));
@@ -282,7 +314,19 @@ pub fn render(c: &Calc) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Port range {}-{}: {ports} ({})", r.low, r.high, r.source);
     let rows = [
-        ("per (client IP -> server IP:port)", &c.per_pair, format!("{} - {} + 1 = {ports}", r.high, r.low)),
+        (
+            "per (client IP -> server IP:port)",
+            &c.per_pair,
+            format!("{} - {} + 1 = {ports}: what the kernel allows", r.high, r.low),
+        ),
+        (
+            "per pair as `load` plans it",
+            &c.load_per_pair,
+            format!(
+                "{} of {ports}: load's default --pair-budget, as connect slows down sharply past half",
+                c.load_pair_budget
+            ),
+        ),
         ("per client host", &c.per_client_host, format!("{product} = {}", group(c.per_client_host.connections))),
         (
             "per server listening socket",
@@ -306,7 +350,11 @@ pub fn render(c: &Calc) -> String {
     for note in &c.notes {
         let _ = writeln!(out, "  {note}");
     }
-    let _ = writeln!(out, "\n{MYTH}");
+    if explain {
+        let _ = writeln!(out, "\n{MYTH}");
+    } else {
+        let _ = writeln!(out, "\nWhy 65,535 is not the limit: tcpmax calc --explain");
+    }
     out
 }
 
@@ -321,7 +369,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         port_range,
     };
     let result = calc(&topology, &source)?;
-    crate::output::emit(args.json.as_deref(), &result, &render(&result))?;
+    crate::output::emit(args.json.as_deref(), &result, &render(&result, args.explain))?;
     Ok(ExitCode::SUCCESS)
 }
 

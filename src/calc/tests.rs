@@ -14,7 +14,26 @@ fn one_client_one_port() {
     assert_eq!(c.per_server_socket.connections, 28_232);
     assert_eq!(c.total.connections, 28_232);
     assert_eq!(c.per_pair.formula, "port_range.high - port_range.low + 1");
-    assert!(render(&c).contains("= 60999 - 32768 + 1 = 28,232 ports\n"), "{}", render(&c));
+    assert!(
+        render(&c, false).contains("= 60999 - 32768 + 1 = 28,232 ports: what the kernel allows\n"),
+        "{}",
+        render(&c, false)
+    );
+}
+
+#[test]
+fn per_pair_shows_what_load_plans_beside_the_kernel() {
+    let c = calc(&topo(1, 1, 1, DEFAULT_PORT_RANGE), "test").unwrap();
+    assert_eq!(c.per_pair.connections, 28_232);
+    assert_eq!(c.load_per_pair.connections, u128::from(PairBudget::default().per_pair(28_232)));
+    assert_eq!(c.load_per_pair.connections, 11_292);
+    assert_eq!(c.load_pair_budget, PairBudget::default());
+    let text = render(&c, false);
+    assert!(text.contains("= 60999 - 32768 + 1 = 28,232 ports: what the kernel allows\n"), "{text}");
+    assert!(text.contains("per pair as `load` plans it        11,292  = 40% of 28,232 ports"), "{text}");
+    // One port: load plans none on it.
+    let c = calc(&topo(1, 1, 1, PortRange::new(5000, 5000).unwrap()), "test").unwrap();
+    assert_eq!((c.per_pair.connections, c.load_per_pair.connections), (1, 0));
 }
 
 #[test]
@@ -24,7 +43,7 @@ fn sixteen_server_ports_from_one_client_ip() {
     assert_eq!(c.total.connections, 16 * 28_232);
     assert_eq!(c.total.connections, 451_712);
     assert_eq!(c.total.formula, "inputs.client_ips × inputs.server_ips × inputs.server_ports × port_range.size");
-    let text = render(&c);
+    let text = render(&c, false);
     assert!(text.contains("= 1 client IP × 1 server IP × 16 server ports × 28,232 ports = 451,712\n"), "{text}");
     assert!(text.contains("= 1 client IP × 28,232 ports = 28,232 from these clients\n"), "{text}");
     assert_eq!(c.per_server_socket.connections, 28_232);
@@ -54,6 +73,20 @@ fn bad_input_is_an_input_error() {
         assert!(parse_port_range(s).unwrap_err().is_input(), "{s}");
     }
     assert_eq!(parse_port_range(" 10000 - 10999 ").unwrap().size(), 1000);
+}
+
+#[test]
+fn the_sysctl_form_is_a_port_range() {
+    for s in ["32768 60999", "32768\t60999", "32768\t60999\n", "  32768   60999 "] {
+        assert_eq!(parse_port_range(s).unwrap(), DEFAULT_PORT_RANGE, "{s:?}");
+    }
+    for s in ["60999 32768", "60999\t32768", "", " \t\n", "1 2 3", "32768", "32768 x"] {
+        let err = parse_port_range(s).unwrap_err();
+        assert!(err.is_input(), "{s:?}");
+        assert!(!err.to_string().contains('\n'), "{s:?}: {err}");
+    }
+    assert!(parse_port_range("60999 32768").unwrap_err().to_string().contains("is reversed"));
+    assert!(parse_port_range(" ").unwrap_err().to_string().contains("the port range is empty"));
     for t in [
         topo(0, 1, 1, DEFAULT_PORT_RANGE),
         topo(1, 0, 1, DEFAULT_PORT_RANGE),
@@ -75,20 +108,13 @@ fn theoretical_numbers() {
     // 2^144 is above u128: a float, exact for a power of two.
     assert_eq!(v6["connections"].as_f64(), Some(2f64.powi(144)));
     assert_eq!((v6["base"].as_u64(), v6["exponent"].as_u64()), (Some(2), Some(144)));
-    // The human digits of 2^144, by doubling a decimal string.
-    let mut digits = vec![1u8];
-    for _ in 0..144 {
-        let mut carry = 0;
-        for d in digits.iter_mut() {
-            let v = *d * 2 + carry;
-            (*d, carry) = (v % 10, v / 10);
-        }
-        if carry > 0 {
-            digits.push(carry);
-        }
-    }
-    let plain: String = digits.iter().rev().map(|d| char::from(b'0' + d)).collect();
-    assert_eq!(THEORETICAL_IPV6.replace(',', ""), format!("2^144 = {plain}"));
+    // 2^144 as a power with its magnitude, not 45 digits.
+    assert_eq!(THEORETICAL_IPV6, format!("2^144 (about {:.1e})", 2f64.powi(144)));
+    assert!(render(&c, false).contains("IPv6 2^144 (about 2.2e43)\n"));
+    // The myth once, on demand: a one-line pointer otherwise.
+    assert!(!render(&c, false).contains("The 65,535 myth"));
+    assert!(render(&c, false).contains("Why 65,535 is not the limit: tcpmax calc --explain\n"));
+    assert!(render(&c, true).contains(MYTH));
 }
 
 #[test]
