@@ -139,7 +139,22 @@ fn a_real_run_is_drawn_with_every_plot() {
     // Series are drawn: the held line, the spectrum's points, the memory bands.
     assert!(lines_of(figure(&doc, "held"), PALETTE[0]) >= 1, "held line");
     assert!(lines_of(figure(&doc, "rate"), PALETTE[0]) >= 1, "rate line");
-    assert!(figure(&doc, "connect-spectrum").descendants().any(|n| n.has_tag_name("circle")), "spectrum points");
+    // Both spectra come from the report's whole histograms: many points
+    // on a line, no marks, no note that only four percentiles were known.
+    assert!(r["histograms"]["rtt_us"].is_string() && r["histograms"]["connect_us"].is_string());
+    for id in ["connect-spectrum", "rtt-spectrum"] {
+        let f = figure(&doc, id);
+        let most = f
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some(PALETTE[0]))
+            .filter_map(|n| n.attribute("points"))
+            .map(|p| p.split_whitespace().count())
+            .max()
+            .unwrap_or(0);
+        assert!(most > 8, "{id}: a spectrum of the whole histogram, {most} points");
+        assert!(!f.descendants().any(|n| n.has_tag_name("circle")), "{id}: no four-point marks");
+        assert!(!texts_or_own(f).iter().any(|t| t.contains("p50, p99, p99.9 and max only")), "{id}");
+    }
     let memory = figure(&doc, "memory");
     assert!(
         memory.descendants().any(|n| n.has_tag_name("polygon") || n.has_tag_name("circle")),
