@@ -259,7 +259,42 @@ where
     if c.y2.is_some() {
         builder.right_y_label_area_size(88);
     }
-    let mut chart = builder.build_cartesian_2d(x, y).context("building the chart")?;
+    let chart = builder.build_cartesian_2d(x, y).context("building the chart")?;
+    match &c.y2 {
+        // The right axis first: it takes the right label area, so that the
+        // left axis's ticks are not drawn there too.
+        Some(y2) => {
+            let (xr, yr) = (c.x.range.0..c.x.range.1, y2.range.0..y2.range.1);
+            let fmt = y2.fmt;
+            let mut dual = chart.set_secondary_coord(xr, yr);
+            dual.configure_secondary_axes()
+                .y_desc(y2.desc.as_str())
+                .y_labels(7)
+                .y_label_formatter(&|v: &f64| fmt(*v))
+                .label_style((FONT, 16))
+                .axis_desc_style((FONT, 18))
+                .draw()
+                .context("drawing the right axis")?;
+            body(&mut dual, c, &left)?;
+        }
+        None => {
+            let mut chart = chart;
+            body(&mut chart, c, &left)?;
+        }
+    }
+    legend(&right, c)
+}
+
+/// The axes, bands, lines and placeholder of a chart on the left axis.
+fn body<XC, YC>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<XC, YC>>,
+    c: &Chart,
+    left: &DrawingArea<SVGBackend<'_>, Shift>,
+) -> anyhow::Result<()>
+where
+    XC: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    YC: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     let (xfmt, yfmt) = (c.x.fmt, c.y.fmt);
     chart
         .configure_mesh()
@@ -305,20 +340,7 @@ where
         let at = ((px.start + px.end) / 2, (py.start + py.end) / 2);
         left.draw(&Text::new(text.clone(), at, style)).context("drawing the placeholder")?;
     }
-    if let Some(y2) = &c.y2 {
-        let (xr, yr) = (c.x.range.0..c.x.range.1, y2.range.0..y2.range.1);
-        let fmt = y2.fmt;
-        let mut dual = chart.set_secondary_coord(xr, yr);
-        dual.configure_secondary_axes()
-            .y_desc(y2.desc.as_str())
-            .y_labels(7)
-            .y_label_formatter(&|v: &f64| fmt(*v))
-            .label_style((FONT, 16))
-            .axis_desc_style((FONT, 18))
-            .draw()
-            .context("drawing the right axis")?;
-    }
-    legend(&right, c)
+    Ok(())
 }
 
 /// A value of the right axis `y2` at the same height on the (linear) left
