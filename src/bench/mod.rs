@@ -265,6 +265,7 @@ fn assemble(
         user_rss_anon_bytes: peak.rss,
         ping_rtt_us: l.ping_rtt_us,
         connect_latency_us: l.connect_latency_us,
+        histograms: l.histograms.clone(),
         protocol: l.protocol,
         tls: l.tls,
         handshake_latency_us: l.handshake_latency_us,

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::load::hist::Histograms;
 use crate::load::report::{Percentiles, Sample};
 use crate::machine::Machine;
 use crate::units::{group, human_bytes};
@@ -71,6 +72,9 @@ pub struct BenchReport {
     pub ping_rtt_us: Percentiles,
     /// Connect latency (TCP).
     pub connect_latency_us: Percentiles,
+    /// Both latency histograms whole (HDR V2, base64), as a load report
+    /// carries them: the report page draws the percentile spectra from them.
+    pub histograms: Histograms,
     /// The protocol spoken over each connection.
     pub protocol: crate::proto::Protocol,
     /// True when it ran over TLS.

@@ -12,67 +12,41 @@ use hdrhistogram::Histogram;
 use super::input::{Kind, PartSample, Pct, Run, SampleIn};
 use super::plots::{self, Axis, Band, Chart, Dash, Line, PALETTE};
 use crate::bounded;
-use crate::load::report::micros;
 use crate::units::group;
 
-/// One figure of the page.
+/// One figure of the page: a chart, or one line saying why there is none
+/// (no failures, no heartbeats).
 #[derive(Debug, Clone)]
 pub struct Figure {
     /// Its anchor on the page.
     pub id: &'static str,
     /// Its heading.
     pub title: &'static str,
-    /// What it shows, in words.
+    /// What it shows, in words; without a chart, why there is none.
     pub caption: String,
     /// Remarks on these runs' data (what is missing or approximate).
     pub notes: Vec<String>,
-    /// The chart.
-    pub svg: String,
+    /// The chart, or None when there is nothing to draw.
+    pub svg: Option<String>,
 }
 
 /// Every figure, in page order.
 pub fn all(runs: &[Run]) -> anyhow::Result<Vec<Figure>> {
-    let fig = |id, title, caption: &str, chart: Chart| -> anyhow::Result<Figure> {
+    let fig = |id, title, chart: Chart| -> anyhow::Result<Figure> {
+        if let Some(why) = chart.placeholder {
+            return Ok(Figure { id, title, caption: why, notes: chart.notes, svg: None });
+        }
         let svg = plots::render(&chart)?;
-        Ok(Figure { id, title, caption: caption.to_string(), notes: chart.notes, svg })
+        Ok(Figure { id, title, caption: chart.caption, notes: chart.notes, svg: Some(svg) })
     };
     Ok(vec![
-        fig(
-            "held",
-            "Connections held",
-            "Connections established, sampled once a second. Dashed: the doctor's predicted ceiling for \
-             the machine; red: the first limit, where it stopped the ramp.",
-            held(runs),
-        )?,
-        fig("rate", "Connect rate", "Connections established per second.", rate(runs))?,
-        fig(
-            "memory",
-            "Memory per connection against connections held",
-            "Kernel: growth of the slab caches since the start; user: anonymous RSS of the tcpmax process \
-             (bench: both ends); each divided by the connections held, stacked. Dashed: the doctor's kernel \
-             bytes per connection. Samples under a tenth of the peak are left out: fixed costs dominate there.",
-            memory(runs),
-        )?,
-        fig(
-            "rtt-spectrum",
-            "Heartbeat round trip: percentile spectrum",
-            "Round trip at each percentile of all heartbeats; the percentile axis is logarithmic in 1/(1-p), \
-             as HdrHistogram's plotter draws it.",
-            spectrum(runs, Which::Rtt),
-        )?,
-        fig(
-            "rtt-time",
-            "Heartbeat round trip over time",
-            "p50 (solid) and p99 (dashed) of each second's heartbeats.",
-            rtt_over_time(runs),
-        )?,
-        fig("failures", "Failures by cause", "Failures per second, by errno.", failures(runs))?,
-        fig(
-            "connect-spectrum",
-            "Connect latency: percentile spectrum",
-            "Time from connect() to established at each percentile of all connects.",
-            spectrum(runs, Which::Connect),
-        )?,
+        fig("held", "Connections held", held(runs))?,
+        fig("rate", "Connect rate", rate(runs))?,
+        fig("memory", "Memory per connection against connections held", memory(runs))?,
+        fig("rtt-spectrum", "Heartbeat round trip: percentile spectrum", spectrum(runs, Which::Rtt))?,
+        fig("rtt-time", "Heartbeat round trip over time", rtt_over_time(runs))?,
+        fig("failures", "Failures by cause", failures(runs))?,
+        fig("connect-spectrum", "Connect latency: percentile spectrum", spectrum(runs, Which::Connect))?,
     ])
 }
 
@@ -195,8 +169,19 @@ fn held(runs: &[Run]) -> Chart {
         }
     }
     let y_hi = y_hi * 1.08;
+    let mut caption = "Connections established, sampled once a second.".to_string();
+    if refs.iter().any(|l| l.dash == Dash::Dashed) {
+        caption.push_str(" Dashed: the doctor's predicted ceiling for the machine.");
+    }
+    if refs.iter().any(|l| l.dash == Dash::Dotted) {
+        caption.push_str(" Dotted: the target.");
+    }
     lines.extend(refs);
-    lines.extend(limit_lines(runs, y_hi));
+    let limits = limit_lines(runs, y_hi);
+    if !limits.is_empty() {
+        caption.push_str(" Red: the first limit, where it stopped the ramp.");
+    }
+    lines.extend(limits);
     let mut c = Chart::new(
         Axis::linear("seconds since the start", (0.0, x_hi), secs),
         Axis::linear("connections", (0.0, y_hi), si),
@@ -204,6 +189,7 @@ fn held(runs: &[Run]) -> Chart {
     notes.extend(parts_note(runs));
     c.lines = lines;
     c.notes = notes;
+    c.caption = caption;
     c
 }
 
@@ -230,7 +216,12 @@ fn rate(runs: &[Run]) -> Chart {
         ));
         c.lines.extend(part_lines(r, i, n, |s| s.opened_per_s));
     }
-    c.lines.extend(limit_lines(runs, y_hi));
+    let limits = limit_lines(runs, y_hi);
+    c.caption = "Connections established per second.".into();
+    if !limits.is_empty() {
+        c.caption.push_str(" Red: the first limit, where it stopped the ramp.");
+    }
+    c.lines.extend(limits);
     c.notes.extend(parts_note(runs));
     c
 }
@@ -272,31 +263,29 @@ fn memory(runs: &[Run]) -> Chart {
     let (all, from_summary): (Vec<Vec<MemPoint>>, Vec<bool>) = runs.iter().map(memory_points).unzip();
     let xs = all.iter().flatten().map(|p| p.0);
     let (x_lo, x_hi) = (0.0, xs.fold(1.0, f64::max) * 1.04);
-    let predicted = runs.iter().filter_map(|r| r.f.predicted_bytes_per_connection);
-    let top = all.iter().flatten().map(|p| p.1 + p.2).chain(predicted).fold(1.0, f64::max) * 1.15;
+    let predicted: Vec<f64> = runs.iter().filter_map(|r| r.f.predicted_bytes_per_connection).collect();
+    let top = all.iter().flatten().map(|p| p.1).chain(predicted.iter().copied()).fold(1.0, f64::max) * 1.15;
+    let user_top = all.iter().flatten().map(|p| p.2).fold(1.0, f64::max) * 1.15;
     let mut c = Chart::new(
         Axis::linear("connections held", (x_lo, x_hi), si),
-        Axis::linear("bytes per connection", (0.0, top), si),
+        Axis::linear("kernel bytes per connection", (0.0, top), si),
     );
+    c.y2 = Some(Axis::linear("user bytes per connection", (0.0, user_top), si));
+    let mut drawn = false;
     for (i, (r, pts)) in runs.iter().zip(&all).enumerate() {
         let (kc, uc) = if n == 1 { (PALETTE[0], PALETTE[1]) } else { (PALETTE[i % 10], PALETTE[i % 10]) };
         let kernel: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-        let total: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1 + p.2)).collect();
-        let user = if r.kind == Kind::Load { "user (load process)" } else { "user (RSS)" };
+        let user: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
+        let who = if r.kind == Kind::Load { "user (load process, right)" } else { "user (RSS, right)" };
         if from_summary[i] {
             c.notes.push(format!("{}: no memory in the timeline; the report's figures at the peak instead.", r.label));
         }
         if pts.len() == 1 {
-            c.lines.push(Line::new(name(r, n, &format!("kernel + {user}")), uc, total).marks());
+            drawn = true;
             c.lines.push(Line::new(name(r, n, "kernel (slab)"), kc, kernel).marks());
+            c.lines.push(Line::new(name(r, n, who), uc, user).marks().right().dash(Dash::Dashed));
         } else if !pts.is_empty() {
-            c.bands.push(Band {
-                label: name(r, n, user),
-                color: uc,
-                opacity: if n == 1 { 0.35 } else { 0.12 },
-                points: total,
-                lower: kernel.clone(),
-            });
+            drawn = true;
             c.bands.push(Band {
                 label: name(r, n, "kernel (slab)"),
                 color: kc,
@@ -304,15 +293,31 @@ fn memory(runs: &[Run]) -> Chart {
                 points: kernel,
                 lower: Vec::new(),
             });
+            c.lines.push(Line::new(name(r, n, who), uc, user).right().dash(Dash::Dashed));
         } else {
             c.notes.push(format!("{}: no memory readings in this report.", r.label));
         }
         if let Some(p) = r.f.predicted_bytes_per_connection {
             let color = if n == 1 { plots::REFERENCE } else { PALETTE[i % 10] };
             let label = name(r, n, &format!("doctor: kernel {p:.0} B"));
-            c.lines.push(Line::new(label, color, vec![(x_lo, p), (x_hi, p)]).dash(Dash::Dashed));
+            c.lines.push(Line::new(label, color, vec![(x_lo, p), (x_hi, p)]).dash(Dash::Dotted));
         }
     }
+    let mut caption = String::new();
+    if drawn {
+        caption.push_str(
+            "Kernel (left axis): growth of the slab caches since the start, divided by the connections held. \
+             User (right axis, its own scale): anonymous RSS of the tcpmax processes (bench: both ends), \
+             divided by the same. Samples under a tenth of the peak are left out: fixed costs dominate there.",
+        );
+    }
+    if !predicted.is_empty() {
+        caption.push_str(" Dotted: the doctor's kernel bytes per connection.");
+    }
+    if !drawn && predicted.is_empty() {
+        c.placeholder = Some("No memory readings in these reports.".into());
+    }
+    c.caption = caption.trim_start().to_string();
     c
 }
 
@@ -388,7 +393,7 @@ fn spectrum(runs: &[Run], which: Which) -> Chart {
             notes.push(format!(
                 "{}: no {}.",
                 r.label,
-                if which == Which::Rtt { "heartbeat replies" } else { "connects" }
+                if which == Which::Rtt { "heartbeat round trips (ping rate 0 or no replies)" } else { "connects" }
             ));
             continue;
         }
@@ -399,10 +404,26 @@ fn spectrum(runs: &[Run], which: Which) -> Chart {
     let x_max = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).fold(100.0, f64::max);
     let x_hi = 10f64.powf(x_max.log10().ceil());
     let y_hi = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(10.0, f64::max) * 1.1;
-    let mut c =
-        Chart::new(Axis::log("percentile", (1.0, x_hi), percentile), Axis::linear(which.axis(), (0.0, y_hi), us));
+    let mut c = Chart::new(
+        Axis::log("percentile", (1.0, x_hi), percentile),
+        Axis::linear(which.axis(), (0.0, y_hi), time_unit(y_hi)),
+    );
+    c.caption = match which {
+        Which::Rtt => "Round trip at each percentile of all heartbeats; the percentile axis is logarithmic in \
+                       1/(1-p), as HdrHistogram's plotter draws it."
+            .into(),
+        Which::Connect => "Time from connect() to established at each percentile of all connects; the percentile \
+                           axis is logarithmic in 1/(1-p)."
+            .into(),
+    };
     if lines.is_empty() {
-        c.placeholder = Some(format!("no {}", if which == Which::Rtt { "heartbeat replies" } else { "connects" }));
+        c.placeholder = Some(match which {
+            Which::Rtt => {
+                "No heartbeat round trips in this report: none were sent (ping rate 0) or none came back.".into()
+            }
+            Which::Connect => "No connects in this report.".into(),
+        });
+        notes.clear();
     }
     c.lines = lines;
     c.notes = notes;
@@ -443,11 +464,21 @@ fn rtt_over_time(runs: &[Run]) -> Chart {
     let y_hi = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(10.0, f64::max) * 1.1;
     let mut c = Chart::new(
         Axis::linear("seconds since the start", (0.0, last_t(runs)), secs),
-        Axis::linear("round trip", (0.0, y_hi), us),
+        Axis::linear("round trip", (0.0, y_hi), time_unit(y_hi)),
     );
-    if lines.is_empty() {
-        c.placeholder = Some("no per-second round trips in this report".into());
-        c.notes.push("The reports carry the heartbeats' percentiles of the whole run only: see the spectrum.".into());
+    c.caption = "p50 (solid) and p99 (dashed) of each second's heartbeats.".into();
+    let any_rtt = runs
+        .iter()
+        .any(|r| r.rtt_hist.as_ref().is_some_and(|h| !h.is_empty()) || r.f.ping_rtt_us.is_some_and(|p| p.count > 0));
+    if lines.is_empty() && any_rtt {
+        c.placeholder = Some(
+            "No per-second round trips in this report: it carries the heartbeats' percentiles of the whole run \
+             only (see the spectrum)."
+                .into(),
+        );
+    } else if lines.is_empty() {
+        c.placeholder =
+            Some("No heartbeat round trips in this report: none were sent (ping rate 0) or none came back.".into());
     }
     c.lines = lines;
     c
@@ -503,6 +534,18 @@ fn causes(r: &Run) -> Vec<(String, Vec<(f64, f64)>)> {
     vec![("all causes".to_string(), pts)]
 }
 
+/// The most frequent failure cause of a run's timeline and its count, if
+/// the samples name causes.
+pub fn main_cause(r: &Run) -> Option<(String, u64)> {
+    let mut totals: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (e, &v) in r.f.timeline.iter().filter_map(|s| s.failures.as_ref()).flatten() {
+        let t = totals.entry(e).or_insert(0);
+        *t = t.saturating_add(v);
+    }
+    let top = totals.into_iter().filter(|c| c.1 > 0).max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
+    Some((bounded::printable(top.0), top.1))
+}
+
 /// True when cause `e` has a line of its own among `out`.
 fn shown_has(out: &[(String, Vec<(f64, f64)>)], e: &str) -> bool {
     out.iter().any(|(name, _)| *name == bounded::printable(e))
@@ -530,8 +573,11 @@ fn failures(runs: &[Run]) -> Chart {
         Axis::linear("seconds since the start", (0.0, last_t(runs)), secs),
         Axis::linear("failures per second", (0.0, y_hi), si),
     );
-    if !none.is_empty() {
-        c.notes.push(format!("No failures in {}.", if n == 1 { "this run".to_string() } else { none.join(", ") }));
+    c.caption = "Failures per second, by errno.".into();
+    if none.len() == n {
+        c.placeholder = Some(if n == 1 { "No failures in this run.".into() } else { "No failures in any run.".into() });
+    } else if !none.is_empty() {
+        c.notes.push(format!("No failures in {}.", none.join(", ")));
     }
     c.lines = lines;
     c
@@ -561,8 +607,34 @@ fn secs(v: f64) -> String {
     if v.fract() == 0.0 { format!("{v:.0} s") } else { format!("{v:.1} s") }
 }
 
-fn us(v: f64) -> String {
-    micros(v.max(0.0).round() as u64).replace(".0 ms", " ms").replace(".00 s", " s")
+/// The tick format of a time axis in microseconds reaching `hi`: one unit
+/// for every tick (never "0 us" under "1 ms").
+fn time_unit(hi: f64) -> fn(f64) -> String {
+    if hi >= 2e6 {
+        in_s
+    } else if hi >= 2e3 {
+        in_ms
+    } else {
+        in_us
+    }
+}
+
+/// A tick: up to three decimals, trailing zeros dropped.
+fn tick(v: f64, unit: &str) -> String {
+    let s = format!("{:.3}", v.max(0.0));
+    format!("{} {unit}", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+fn in_us(v: f64) -> String {
+    tick(v.round(), "us")
+}
+
+fn in_ms(v: f64) -> String {
+    tick(v / 1e3, "ms")
+}
+
+fn in_s(v: f64) -> String {
+    tick(v / 1e6, "s")
 }
 
 /// The percentile at x = 1/(1-p): 1 is 0%, 10 is 90%, 1000 is 99.9%.
@@ -589,7 +661,12 @@ mod tests {
         assert_eq!(percentile(1_000.0), "99.9%");
         assert_eq!(percentile(100_000.0), "99.999%");
         assert_eq!(secs(2.0), "2 s");
-        assert_eq!((us(500_000.0), us(2_500.0), us(3e6)), ("500 ms".into(), "2.5 ms".into(), "3 s".into()));
+        assert_eq!((in_ms(500_000.0), in_ms(2_500.0), in_s(3e6)), ("500 ms".into(), "2.5 ms".into(), "3 s".into()));
+        // One unit per axis: the zero of a millisecond axis reads "0 ms".
+        let f = time_unit(5_000.0);
+        assert_eq!((f(0.0), f(500.0), f(1_000.0)), ("0 ms".into(), "0.5 ms".into(), "1 ms".into()));
+        assert_eq!(time_unit(900.0)(0.0), "0 us");
+        assert_eq!(time_unit(3e6)(250_000.0), "0.25 s");
     }
 
     #[test]

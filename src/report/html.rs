@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::figures::Figure;
+use super::figures::{self, Figure};
 use super::input::{Kind, Run};
 use super::plots::PALETTE;
 use crate::units::{group, human_bytes};
@@ -29,6 +29,7 @@ figure { margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 6px
 figure svg { display: block; width: 100%; height: auto; }
 figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 .note { color: #8a5a00; }
+p.absent { font-size: 14px; color: #555; margin: 8px 0 0; }
 footer { margin-top: 20px; font-size: 12px; color: #777; }
 ";
 
@@ -76,16 +77,21 @@ pub fn page(runs: &[Run], figures: &[Figure]) -> String {
     table(w, runs, &machine_rows(runs));
     let _ = writeln!(w, "</section>\n</div>\n<h2>Plots</h2>\n<div class=\"figures\">");
     for f in figures {
-        let _ =
-            write!(w, "<figure id=\"{}\">\n<h3>{}</h3>\n{}<figcaption>{}", f.id, esc(f.title), f.svg, esc(&f.caption));
+        let Some(svg) = &f.svg else { continue };
+        let _ = write!(w, "<figure id=\"{}\">\n<h3>{}</h3>\n{svg}<figcaption>{}", f.id, esc(f.title), esc(&f.caption));
         for n in &f.notes {
             let _ = write!(w, "<br/><span class=\"note\">{}</span>", esc(n));
         }
         let _ = writeln!(w, "</figcaption>\n</figure>");
     }
+    let _ = writeln!(w, "</div>");
+    // Nothing to draw: one line each instead of an empty chart.
+    for f in figures.iter().filter(|f| f.svg.is_none()) {
+        let _ = writeln!(w, "<p class=\"absent\" id=\"{}\"><b>{}:</b> {}</p>", f.id, esc(f.title), esc(&f.caption));
+    }
     let _ = writeln!(
         w,
-        "</div>\n<footer>Written by tcpmax {} from {}.</footer>\n</main>\n</body>\n</html>",
+        "<footer>Written by tcpmax {} from {}.</footer>\n</main>\n</body>\n</html>",
         env!("CARGO_PKG_VERSION"),
         esc(&runs.iter().map(|r| r.source.as_str()).collect::<Vec<_>>().join(", "))
     );
@@ -192,9 +198,18 @@ fn first_limit(r: &Run) -> String {
     if let Some(why) = &r.f.stopped_by {
         return format!("guard: {why}");
     }
-    match (r.kind, r.target()) {
-        (Kind::Bench | Kind::Load, Some(t)) if r.peak() >= t => "none: the target was reached".into(),
-        _ => "none reported".into(),
+    if matches!((r.kind, r.target()), (Kind::Bench | Kind::Load, Some(t)) if r.peak() >= t) {
+        return "none: the target was reached".into();
+    }
+    // Failures without a named limit: their main cause.
+    let failed = r.f.failed.unwrap_or(0);
+    match figures::main_cause(r) {
+        Some((cause, n)) if failed > 0 => {
+            format!("none reported; {} connects failed, mostly {cause} ({})", group(failed), group(n))
+        }
+        Some((cause, n)) => format!("none reported; failures, mostly {cause} ({})", group(n)),
+        None if failed > 0 => format!("none reported; {} connects failed (no cause in the report)", group(failed)),
+        None => "none reported".into(),
     }
 }
 

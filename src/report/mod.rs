@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The page of these runs.
 pub fn render(runs: &[Run]) -> anyhow::Result<(String, usize)> {
     let figures = figures::all(runs)?;
-    Ok((html::page(runs, &figures), figures.len()))
+    Ok((html::page(runs, &figures), figures.iter().filter(|f| f.svg.is_some()).count()))
 }
 
 /// Writes the page of these runs to `path`; returns how many plots it has.

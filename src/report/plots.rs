@@ -99,12 +99,14 @@ pub struct Line {
     pub points: Vec<(f64, f64)>,
     /// Draw a dot on every point too.
     pub marks: bool,
+    /// Measured on the chart's right axis ([`Chart::y2`]).
+    pub right: bool,
 }
 
 impl Line {
     /// A solid line of width 2 without marks.
     pub fn new(label: impl Into<Option<String>>, color: RGBColor, points: Vec<(f64, f64)>) -> Line {
-        Line { label: label.into(), color, dash: Dash::Solid, width: 2, points, marks: false }
+        Line { label: label.into(), color, dash: Dash::Solid, width: 2, points, marks: false, right: false }
     }
 
     /// The same with another stroke.
@@ -116,6 +118,12 @@ impl Line {
     /// The same with dots on the points.
     pub fn marks(mut self) -> Line {
         self.marks = true;
+        self
+    }
+
+    /// The same measured on the right axis.
+    pub fn right(mut self) -> Line {
+        self.right = true;
         self
     }
 }
@@ -188,6 +196,10 @@ pub struct Chart {
     pub x: Axis,
     /// The vertical axis.
     pub y: Axis,
+    /// A second vertical axis on the right, linear, for the lines marked
+    /// [`Line::right`] (a quantity with a scale of its own); the left one
+    /// must then be linear too.
+    pub y2: Option<Axis>,
     /// Filled areas, drawn first in order.
     pub bands: Vec<Band>,
     /// Lines, drawn over the bands in order.
@@ -196,12 +208,23 @@ pub struct Chart {
     pub notes: Vec<String>,
     /// Drawn in the middle of the plot when there is nothing else.
     pub placeholder: Option<String>,
+    /// What is drawn, in words (shown under the chart, not drawn).
+    pub caption: String,
 }
 
 impl Chart {
     /// A chart with these axes and nothing drawn yet.
     pub fn new(x: Axis, y: Axis) -> Chart {
-        Chart { x, y, bands: Vec::new(), lines: Vec::new(), notes: Vec::new(), placeholder: None }
+        Chart {
+            x,
+            y,
+            y2: None,
+            bands: Vec::new(),
+            lines: Vec::new(),
+            notes: Vec::new(),
+            placeholder: None,
+            caption: String::new(),
+        }
     }
 }
 
@@ -231,12 +254,47 @@ where
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let (left, right) = root.split_horizontally(SIZE.0 - LEGEND_W);
-    let mut chart = ChartBuilder::on(&left)
-        .margin(14)
-        .x_label_area_size(48)
-        .y_label_area_size(88)
-        .build_cartesian_2d(x, y)
-        .context("building the chart")?;
+    let mut builder = ChartBuilder::on(&left);
+    builder.margin(14).x_label_area_size(48).y_label_area_size(88);
+    if c.y2.is_some() {
+        builder.right_y_label_area_size(88);
+    }
+    let chart = builder.build_cartesian_2d(x, y).context("building the chart")?;
+    match &c.y2 {
+        // The right axis first: it takes the right label area, so that the
+        // left axis's ticks are not drawn there too.
+        Some(y2) => {
+            let (xr, yr) = (c.x.range.0..c.x.range.1, y2.range.0..y2.range.1);
+            let fmt = y2.fmt;
+            let mut dual = chart.set_secondary_coord(xr, yr);
+            dual.configure_secondary_axes()
+                .y_desc(y2.desc.as_str())
+                .y_labels(7)
+                .y_label_formatter(&|v: &f64| fmt(*v))
+                .label_style((FONT, 16))
+                .axis_desc_style((FONT, 18))
+                .draw()
+                .context("drawing the right axis")?;
+            body(&mut dual, c, &left)?;
+        }
+        None => {
+            let mut chart = chart;
+            body(&mut chart, c, &left)?;
+        }
+    }
+    legend(&right, c)
+}
+
+/// The axes, bands, lines and placeholder of a chart on the left axis.
+fn body<XC, YC>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<XC, YC>>,
+    c: &Chart,
+    left: &DrawingArea<SVGBackend<'_>, Shift>,
+) -> anyhow::Result<()>
+where
+    XC: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    YC: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     let (xfmt, yfmt) = (c.x.fmt, c.y.fmt);
     chart
         .configure_mesh()
@@ -260,7 +318,10 @@ where
     }
     for l in &c.lines {
         let style = l.color.stroke_width(l.width);
-        let points = thin(&l.points);
+        let points = match (&c.y2, l.right) {
+            (Some(y2), true) => thin(&l.points).into_iter().map(|(x, v)| (x, to_left(v, y2, &c.y))).collect(),
+            _ => thin(&l.points),
+        };
         let pts = points.iter().copied();
         match l.dash {
             Dash::Solid => chart.draw_series(LineSeries::new(pts, style)),
@@ -279,7 +340,15 @@ where
         let at = ((px.start + px.end) / 2, (py.start + py.end) / 2);
         left.draw(&Text::new(text.clone(), at, style)).context("drawing the placeholder")?;
     }
-    legend(&right, c)
+    Ok(())
+}
+
+/// A value of the right axis `y2` at the same height on the (linear) left
+/// axis `y`: lines on the right axis are drawn in the left one's
+/// coordinates.
+fn to_left(v: f64, y2: &Axis, y: &Axis) -> f64 {
+    let span2 = (y2.range.1 - y2.range.0).max(f64::MIN_POSITIVE);
+    y.range.0 + (v - y2.range.0) / span2 * (y.range.1 - y.range.0)
 }
 
 /// The legend, one entry a row in the column right of the plot: a swatch
