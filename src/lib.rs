@@ -22,7 +22,7 @@
 //! | [`output`] | JSON reports to a file or stdout, terminal checks |
 //! | [`bounded`] | reading report files from outside within bounds: size, string length, a memory budget; text made safe to print |
 //! | [`files`] | certificate and key files read with a size cap, the self-signed certificate's private temporary file |
-//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit, the kernel's drop counters |
+//! | [`procfs`] | reading /proc and /sys through a root path (fixtures in tests), the cgroup's memory limit, the kernel's drop counters, the accept queues of local listeners |
 //! | [`doctor`] | this machine's limits and the predicted ceiling per role |
 //! | [`calc`] | pure four-tuple arithmetic for a topology |
 //! | [`engine`] | the one sharded edge-triggered epoll loop, elastic shards, the client handler, pure bookkeeping |

@@ -3,10 +3,11 @@
 //! decide whether a missing value is "unknown" or an error. [`cgroup`] reads
 //! the memory limit and usage of this process's cgroup; [`drops`] the
 //! counters of connections the kernel dropped (SYN queue, accept backlog,
-//! conntrack).
+//! conntrack); [`listen`] the accept queues of listeners on this machine.
 
 pub mod cgroup;
 pub mod drops;
+pub mod listen;
 
 use std::fmt;
 use std::io;

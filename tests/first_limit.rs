@@ -6,6 +6,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
+mod common;
+
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
@@ -27,9 +29,67 @@ fn a_full_accept_backlog_is_named() {
     let errors = report["errors"].as_array().unwrap();
     let timeout = errors.iter().find(|e| e["errno"] == "ETIMEDOUT").unwrap_or_else(|| panic!("{errors:#?}"));
     let meaning = timeout["meaning"].as_str().unwrap();
-    assert!(meaning.starts_with("the listener's accept backlog was full"), "{meaning}");
+    // A listener on this machine: its full accept queue is read (#18).
+    assert!(meaning.starts_with("the server stopped accepting: its accept queue is full"), "{meaning}");
     assert!(meaning.contains("ListenOverflows +"), "{meaning}");
     assert!(!meaning.contains("or a firewall"), "{meaning}");
     assert!(timeout["fix"].as_str().unwrap().contains("somaxconn"), "{timeout:#}");
     drop(listener);
+}
+
+/// #18: a server that stops accepting. A listener of this test with a
+/// backlog of 16 accepts `K` connections, then never again: its accept
+/// queue fills, the kernel drops the SYNs that come after. "held" counts
+/// what the server accepted (the kernel-level count beside it), the first
+/// limit is the full accept queue with the server's fixes, exit 1; and no
+/// connect outlives its timeout (the run ends within hold + timeout and a
+/// few seconds).
+#[test]
+fn a_server_that_stops_accepting_is_the_first_limit_and_held_is_what_it_accepted() {
+    const K: usize = 20;
+    const BACKLOG: i32 = 16;
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
+    listener.listen(BACKLOG).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let held: Vec<_> = (0..K).map(|_| listener.accept().unwrap().0).collect();
+        // Stop accepting; keep what was accepted until the run is over.
+        let _ = done_rx.recv();
+        drop(held);
+        drop(listener);
+    });
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpmax"))
+        .args(["load", &addr.to_string(), "-c", "200", "--hold", "1s", "--connect-timeout", "1s", "--json", "-"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    done_tx.send(()).unwrap();
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "goal not met: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held = report["held_at_end"].as_u64().unwrap();
+    let kernel = report["held_at_end_kernel"].as_u64().unwrap();
+    let queue = &report["accept_queue"];
+    let waiting = queue["waiting"].as_u64().unwrap();
+    // Accepted: K, give or take what the queue holds (a backlog of 16 takes
+    // 17; a connection may still be on its way).
+    assert!(held.abs_diff(K as u64) <= BACKLOG as u64 + 1, "held {held}, accepted {K}: {queue:#}");
+    assert_eq!(held, kernel - waiting - queue["half_open"].as_u64().unwrap(), "{queue:#}");
+    assert!(waiting >= 1 && kernel > held, "kernel {kernel}, held {held}: {queue:#}");
+    let limit = &report["first_limit"];
+    assert_eq!(limit["kind"], "accept queue", "{limit:#}");
+    let why = limit["explanation"].as_str().unwrap();
+    assert!(why.starts_with("the server stopped accepting: its accept queue is full"), "{why}");
+    let fix = limit["fix"].as_str().unwrap();
+    assert!(fix.contains("descriptor limit") && fix.contains("connection cap"), "{fix}");
+    assert!(!fix.starts_with("raise net.core.somaxconn"), "{fix}");
+    // The connect timeout holds for every connect (1 s, slack for a busy
+    // machine), and the run ends within hold + timeout and a few seconds.
+    let max_us = report["connect_latency_us"]["max"].as_u64().unwrap();
+    assert!(max_us < 1_500_000, "a connect took {max_us} us with a 1 s timeout");
+    assert!(took < std::time::Duration::from_secs(1 + 1 + 8), "the run took {took:?}");
+    common::validate("load", &report);
 }

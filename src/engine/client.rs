@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::book::{Claim, InFlight, Work, WorkState};
@@ -84,7 +84,9 @@ pub struct ClientConfig {
     pub shards: usize,
     /// Add shards as the running ones fill, retire empty extra ones.
     pub elastic: bool,
-    /// Connects in flight per shard at most.
+    /// Connects in flight per shard at most, with the starting `shards`:
+    /// `in_flight * shards` is the cap over all shards, shared among those
+    /// running when the pool grows ([`in_flight_share`]).
     pub in_flight: usize,
     /// Connects per second in total (None: as fast as the kernel accepts).
     pub rate: Option<f64>,
@@ -104,6 +106,13 @@ pub struct ClientConfig {
     pub close: CloseMode,
 }
 
+/// One shard's share of the connects in flight over all shards: `total`
+/// split among the `running` shards, at least one each (the shards grow in
+/// an elastic pool, and the cap is over all of them).
+pub fn in_flight_share(total: usize, running: usize) -> usize {
+    (total / running.max(1)).max(1)
+}
+
 /// What every shard of one client shares.
 #[derive(Debug)]
 struct Shared {
@@ -113,6 +122,10 @@ struct Shared {
     heartbeats: AtomicBool,
     /// Connections one shard holds at most before it stops claiming.
     full_at: u64,
+    /// Connects in flight over all shards at most.
+    in_flight_total: usize,
+    /// Shards running now (the in-flight cap is shared among them).
+    running: AtomicUsize,
     /// The protocol spoken over each connection once TCP is connected.
     proto: ClientSpec,
     /// TLS under the protocol, if any.
@@ -155,6 +168,8 @@ impl Client {
             // A pinned pool spreads the target evenly; an elastic one fills
             // each table to near its cap before the next one takes over.
             full_at: if config.elastic { policy.full_at() } else { config.count.div_ceil(shards as u64).max(1) },
+            in_flight_total: config.in_flight.saturating_mul(shards).max(1),
+            running: AtomicUsize::new(shards),
             proto: proto.clone(),
             tls: tls.cloned(),
             sessions: AtomicU64::new(0),
@@ -231,6 +246,7 @@ impl Client {
         for id in d.retire {
             self.pool.retire(id);
         }
+        self.shared.running.store(self.pool.running().max(1), Ordering::Relaxed);
         Ok(())
     }
 
@@ -377,9 +393,8 @@ impl ClientShard {
         if self.retiring || self.starved {
             return Turn::Idle;
         }
-        while (self.stats.connecting as usize) < self.cfg().in_flight
-            && self.stats.open + self.stats.connecting < self.shared.full_at
-        {
+        let cap = in_flight_share(self.shared.in_flight_total, self.shared.running.load(Ordering::Relaxed));
+        while (self.stats.connecting as usize) < cap && self.stats.open + self.stats.connecting < self.shared.full_at {
             let claim = self.shared.work.with(|w| w.claim(now));
             let (index, reconnect) = match claim {
                 Claim::Open { index, reconnect } => (index, reconnect),
@@ -742,6 +757,21 @@ impl Handler for ClientShard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// #18: three shards of an elastic pool started with two kept 2,048
+    /// connects each in flight: 6,144 with `--in-flight 4096`.
+    #[test]
+    fn the_in_flight_cap_is_shared_by_the_running_shards() {
+        let total = 4096usize.div_ceil(2) * 2;
+        for running in 1..=64 {
+            let share = in_flight_share(total, running);
+            assert!(share * running <= total.max(running), "{running} shards: {share} each");
+            assert!(share >= 1);
+        }
+        assert_eq!(in_flight_share(total, 3), 1365);
+        assert_eq!(in_flight_share(total, 0), total);
+        assert_eq!(in_flight_share(2, 8), 1);
+    }
 
     #[test]
     fn pairs_cross_sources_and_destinations() {

@@ -155,6 +155,86 @@ pub fn name_drops(before: &Drops, after: &Drops) -> Option<Named> {
     Some(Named { limit, meaning, fix: fix.into() })
 }
 
+/// The accept queue of a server on this machine, read at the peak (before
+/// the teardown), with the kernel's counters of what its full queue dropped
+/// during the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AcceptQueue {
+    /// Established connections waiting in the queue: the kernel finished
+    /// their handshakes, the server never took them (`rx_queue` of its
+    /// LISTEN sockets in /proc/net/tcp{,6}).
+    pub waiting: u64,
+    /// Connections in SYN_RECV on the server's address: this side holds
+    /// them established, the server dropped the handshake's last ACK.
+    pub half_open: u64,
+    /// `net.core.somaxconn`: the server's backlog is at most this.
+    pub somaxconn: Option<u64>,
+    /// `ListenOverflows` counted during the run (this namespace).
+    pub listen_overflows: u64,
+    /// `ListenDrops` counted during the run (this namespace).
+    pub listen_drops: u64,
+}
+
+impl AcceptQueue {
+    /// The queue of the server read from `listener` and the drop counters
+    /// read before and after.
+    pub fn of(
+        listener: crate::procfs::listen::Listener,
+        somaxconn: Option<u64>,
+        before: &Drops,
+        after: &Drops,
+    ) -> AcceptQueue {
+        let rise = |a: Option<u64>, b: Option<u64>| a.zip(b).map_or(0, |(a, b)| b.saturating_sub(a));
+        AcceptQueue {
+            waiting: listener.waiting,
+            half_open: listener.half_open,
+            somaxconn,
+            listen_overflows: rise(before.listen_overflows, after.listen_overflows),
+            listen_drops: rise(before.listen_drops, after.listen_drops),
+        }
+    }
+
+    /// Connections held here that the server never accepted.
+    pub fn not_accepted(&self) -> u64 {
+        self.waiting.saturating_add(self.half_open)
+    }
+
+    /// True when the server stopped accepting: connections wait in its
+    /// queue and the kernel dropped others because it was full.
+    pub fn full(&self) -> bool {
+        self.waiting > 0 && self.listen_overflows.max(self.listen_drops) > 0
+    }
+
+    /// The first limit when the queue is full: the server stopped
+    /// accepting; the fixes are the server's, not the kernel's queues.
+    pub fn name(&self) -> Option<Named> {
+        if !self.full() {
+            return None;
+        }
+        let backlog = match self.somaxconn {
+            Some(m) => format!("of a backlog of at most {} (net.core.somaxconn)", group(m)),
+            None => "of its backlog".into(),
+        };
+        Some(Named {
+            limit: "accept queue",
+            meaning: format!(
+                "the server stopped accepting: its accept queue is full ({} waiting {backlog}; {} half open), \
+                 and the kernel dropped the SYNs that came after (ListenOverflows +{}, ListenDrops +{}, \
+                 /proc/net/netstat)",
+                group(self.waiting),
+                group(self.half_open),
+                group(self.listen_overflows),
+                group(self.listen_drops)
+            ),
+            fix: "make the server accept again: raise its descriptor limit (RLIMIT_NOFILE, LimitNOFILE=, \
+                  worker_rlimit_nofile; its log says `Too many open files`) and its own connection cap \
+                  (worker_connections, maxconn, max_clients); a larger backlog or somaxconn only queues more \
+                  connections that are never accepted"
+                .into(),
+        })
+    }
+}
+
 const fn e(meaning: &'static str, fix: &'static str) -> Explanation {
     Explanation { meaning, fix }
 }

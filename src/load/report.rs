@@ -10,7 +10,7 @@ use hdrhistogram::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
 use super::agent::AgentInfo;
-use super::explain::{explain, name_drops};
+use super::explain::{AcceptQueue, Named, explain, name_drops};
 use super::hist::Histograms;
 use super::plan::Plan;
 pub use super::timeline::Sample;
@@ -91,7 +91,11 @@ pub struct ErrnoRow {
 /// drop counters before and after the run: with them a connect timeout is
 /// put down to the limit that dropped its SYNs ([`name_drops`]).
 pub fn errno_rows(errors: &Errnos, drops: Option<(&Drops, &Drops)>) -> Vec<ErrnoRow> {
-    let named = drops.and_then(|(before, after)| name_drops(before, after));
+    errno_rows_named(errors, drops.and_then(|(before, after)| name_drops(before, after)))
+}
+
+/// The errno table of a run, the connect timeouts put down to `named`.
+pub fn errno_rows_named(errors: &Errnos, named: Option<Named>) -> Vec<ErrnoRow> {
     errors
         .ranked()
         .into_iter()
@@ -104,6 +108,61 @@ pub fn errno_rows(errors: &Errnos, drops: Option<(&Drops, &Drops)>) -> Vec<Errno
             ErrnoRow { errno, count, meaning, fix }
         })
         .collect()
+}
+
+/// The first limit a run met: what stopped it short of the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstLimit {
+    /// `accept queue` (the server stopped accepting), `guard`, `errno` or
+    /// `closed by server`.
+    pub kind: &'static str,
+    /// The limit, the guard or the errno name.
+    pub name: String,
+    /// What it means.
+    pub explanation: String,
+    /// The fix.
+    pub fix: String,
+}
+
+/// The first limit of a run: a full accept queue of a local server first
+/// (its drops are the timeouts), then a guard, then the most frequent
+/// errno, then the server closing connections; None when the whole target
+/// was held.
+pub fn first_limit(
+    queue: Option<&AcceptQueue>,
+    stopped_by: Option<&str>,
+    errors: &[ErrnoRow],
+    short: bool,
+    closed_by_peer: u64,
+) -> Option<FirstLimit> {
+    if let Some(n) = queue.and_then(AcceptQueue::name) {
+        return Some(FirstLimit { kind: "accept queue", name: n.limit.into(), explanation: n.meaning, fix: n.fix });
+    }
+    if let Some(why) = stopped_by {
+        return Some(FirstLimit {
+            kind: "guard",
+            name: "guard".into(),
+            explanation: why.into(),
+            fix: "see the guard's reason".into(),
+        });
+    }
+    if short && let Some(e) = errors.first() {
+        return Some(FirstLimit {
+            kind: "errno",
+            name: e.errno.to_string(),
+            explanation: e.meaning.clone(),
+            fix: e.fix.clone(),
+        });
+    }
+    if closed_by_peer > 0 {
+        return Some(FirstLimit {
+            kind: "closed by server",
+            name: "closed by server".into(),
+            explanation: format!("the server closed {} established connections", group(closed_by_peer)),
+            fix: "read the server's log and its connection cap and idle timeout".into(),
+        });
+    }
+    None
 }
 
 /// The whole report of `tcpmax load`.
@@ -121,8 +180,17 @@ pub struct LoadReport {
     pub shards: usize,
     /// Most connections established at once.
     pub peak_established: u64,
-    /// Connections established when the hold ended.
+    /// Connections held when the hold ended: for a server on this machine,
+    /// those it accepted (established here, minus those waiting in its
+    /// accept queue or half open on its side); else as established here.
     pub held_at_end: u64,
+    /// Connections established on this side when the hold ended, as the
+    /// kernel counts them (accepted by the server or not).
+    pub held_at_end_kernel: u64,
+    /// The accept queue of the server, when it runs on this machine.
+    pub accept_queue: Option<AcceptQueue>,
+    /// What stopped the run short of the target, if anything did.
+    pub first_limit: Option<FirstLimit>,
     /// Connections established, ever (reconnects included).
     pub opened: u64,
     /// Connect attempts that failed.
@@ -210,6 +278,16 @@ impl LoadReport {
             group(self.held_at_end),
             if self.goal_met { " (the whole target, through the hold)" } else { "" }
         );
+        if let Some(q) = &self.accept_queue {
+            let _ = writeln!(
+                w,
+                "                      accepted by the server: {} established here, {} of them waiting in its \
+                 accept queue, {} half open",
+                group(self.held_at_end_kernel),
+                group(q.waiting),
+                group(q.half_open)
+            );
+        }
         let _ = writeln!(w, "  failed connects     {}", group(self.failed));
         let _ = writeln!(w, "  closed by server    {}", group(self.closed_by_peer));
         if self.reconnects > 0 {
@@ -248,6 +326,16 @@ impl LoadReport {
             human_bytes(self.rss_anon_bytes),
             self.rss_anon_bytes_per_connection
         );
+        match &self.first_limit {
+            Some(l) => {
+                let _ = writeln!(w, "  first limit         {} ({}): {}", l.name, l.kind, l.explanation);
+                let _ = writeln!(w, "                      fix: {}", l.fix);
+            }
+            None if self.goal_met => {
+                let _ = writeln!(w, "  first limit         none met: the whole target was held");
+            }
+            None => {}
+        }
         if self.errors.is_empty() {
             let _ = writeln!(w, "  errors              none");
         } else {

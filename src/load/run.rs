@@ -12,10 +12,11 @@ use anyhow::Context;
 
 use super::agent::{AgentInfo, CommandLine, INDEX_ENV, Waited, wait_until};
 use super::bytes::parse_escaped;
+use super::explain::AcceptQueue;
 use super::hist::Histograms;
 use super::plan::{self, PairBudget, Plan, SourceSpec};
 use super::protocol::ProtoArgs;
-use super::report::{LoadReport, Percentiles, Sample, errno_rows, unix_ms_now};
+use super::report::{LoadReport, Percentiles, Sample, errno_rows, errno_rows_named, first_limit, unix_ms_now};
 use super::target::{self, Target};
 use super::timeline::Recorder;
 use crate::engine::client::{Client, ClientConfig, CloseMode};
@@ -373,6 +374,8 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     rss = rss.max(machine::rss_anon(std::process::id()).unwrap_or(0));
     at_peak(&t);
     let drops_after = Drops::read(&ProcFs::default());
+    let targets = unique_targets(&load.plan);
+    let queue = accept_queue(&targets, &drops_before, &drops_after);
     let ramp = ramp_end.unwrap_or_else(Instant::now).duration_since(started);
     let hold = ramp_end.map_or(Duration::ZERO, |r| r.elapsed());
     let down = Instant::now();
@@ -382,19 +385,34 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
     closing(held, held);
     let (fin, hists) = client.stop_watching(Duration::from_secs(1), |left| closing(left, held));
     let teardown = down.elapsed();
+    let accepted = fin.held_at_stop.saturating_sub(queue.map_or(0, |q| q.not_accepted()));
+    let named_queue = queue.as_ref().and_then(AcceptQueue::name);
+    let errors = match named_queue {
+        Some(n) => errno_rows_named(&fin.errors, Some(n)),
+        None => errno_rows(&fin.errors, Some((&drops_before, &drops_after))),
+    };
     let goal_met = !interrupted
         && stopped_by.is_none()
         && ended_early.is_none()
-        && fin.held_at_stop == count
+        && accepted == count
         && (fin.closed == 0 || load.client.reconnect);
     Ok(LoadReport {
         report_version: output::REPORT_VERSION,
-        targets: unique_targets(&load.plan),
+        first_limit: first_limit(
+            queue.as_ref(),
+            stopped_by.as_deref(),
+            &errors,
+            fin.failed > 0 || accepted < count,
+            fin.closed,
+        ),
+        targets,
         count,
         plan: load.plan.clone(),
         shards: peak_shards,
         peak_established: peak.max(fin.held_at_stop),
-        held_at_end: fin.held_at_stop,
+        held_at_end: accepted,
+        held_at_end_kernel: fin.held_at_stop,
+        accept_queue: queue,
         opened: fin.opened,
         failed: fin.failed,
         closed_by_peer: fin.closed,
@@ -421,13 +439,29 @@ pub fn execute(load: &Load, hooks: Hooks<'_>) -> crate::Result<LoadReport> {
         histograms: Histograms::of(&hists)?,
         pings_sent: fin.pings,
         pongs: fin.pongs,
-        errors: errno_rows(&fin.errors, Some((&drops_before, &drops_after))),
+        errors,
         timeline: timeline.finish(),
         rss_anon_bytes: rss,
         rss_anon_bytes_per_connection: if peak == 0 { 0.0 } else { rss as f64 / peak as f64 },
         agent: load.agent.clone(),
         machine: Machine::read(),
     })
+}
+
+/// The accept queues of the targets served on this machine, summed (None
+/// when no target is local or none has a listener here).
+fn accept_queue(targets: &[SocketAddr], before: &Drops, after: &Drops) -> Option<AcceptQueue> {
+    let fs = ProcFs::default();
+    let mut sum: Option<crate::procfs::listen::Listener> = None;
+    for t in targets.iter().filter(|t| crate::procfs::listen::is_local(t.ip())) {
+        if let Some(l) = crate::procfs::listen::read(&fs, *t) {
+            let s = sum.get_or_insert_default();
+            s.waiting = s.waiting.saturating_add(l.waiting);
+            s.half_open = s.half_open.saturating_add(l.half_open);
+            s.sockets = s.sockets.saturating_add(l.sockets);
+        }
+    }
+    sum.map(|l| AcceptQueue::of(l, fs.sysctl_u64("net.core.somaxconn").ok(), before, after))
 }
 
 fn unique_targets(plan: &Plan) -> Vec<SocketAddr> {
