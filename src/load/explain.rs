@@ -212,13 +212,13 @@ impl AcceptQueue {
             return None;
         }
         let backlog = match self.somaxconn {
-            Some(m) => format!("of a backlog of at most {} (net.core.somaxconn)", group(m)),
-            None => "of its backlog".into(),
+            Some(m) => format!("; its backlog is at most {}, net.core.somaxconn", group(m)),
+            None => String::new(),
         };
         Some(Named {
             limit: "accept queue",
             meaning: format!(
-                "the server stopped accepting: its accept queue is full ({} waiting {backlog}; {} half open), \
+                "the server stopped accepting: its accept queue is full ({} waiting{backlog}; {} half open), \
                  and the kernel dropped the SYNs that came after (ListenOverflows +{}, ListenDrops +{}, \
                  /proc/net/netstat)",
                 group(self.waiting),

@@ -327,6 +327,10 @@ impl LoadReport {
             self.rss_anon_bytes_per_connection
         );
         match &self.first_limit {
+            Some(l) if l.name == l.kind => {
+                let _ = writeln!(w, "  first limit         {}: {}", l.name, l.explanation);
+                let _ = writeln!(w, "                      fix: {}", l.fix);
+            }
             Some(l) => {
                 let _ = writeln!(w, "  first limit         {} ({}): {}", l.name, l.kind, l.explanation);
                 let _ = writeln!(w, "                      fix: {}", l.fix);
