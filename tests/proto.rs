@@ -167,12 +167,9 @@ fn installed(cmd: &str, args: &[&str]) -> bool {
     ok
 }
 
-/// Sends `bytes` and reads until the peer closes: what it answered, and
-/// whether it closed within 10 s.
-fn answer(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = c.write_all(bytes);
+/// Reads until the peer closes (or resets): what it sent, and whether it
+/// closed before the read timeout.
+fn read_to_close(c: &mut TcpStream) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -183,6 +180,15 @@ fn answer(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
             Err(_) => return (got, false),
         }
     }
+}
+
+/// Sends `bytes` and reads until the peer closes: what it answered, and
+/// whether it closed within 10 s.
+fn answer(addr: SocketAddr, bytes: &[u8]) -> (Vec<u8>, bool) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(bytes);
+    read_to_close(&mut c)
 }
 
 fn mqtt_packet(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -269,16 +275,7 @@ fn ws_answer(addr: SocketAddr, frames: &[u8]) -> (Vec<u8>, bool) {
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     let _ = c.write_all(frames);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match c.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
-            Err(_) => return (got, false),
-        }
-    }
+    read_to_close(&mut c)
 }
 
 const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n";
